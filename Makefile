@@ -1,0 +1,26 @@
+# The two commands a newcomer types: `make run` (whole pipeline on the embedded default data) and
+# `make test` (the test suite). Both create the virtual environment when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: run test venv clean
+
+$(BIN)/diffrepro: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/diffrepro
+
+run: venv
+	$(BIN)/snakemake --cores all
+
+test: venv
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf results logs benchmarks .snakemake

@@ -1,0 +1,256 @@
+"""Typed configuration: params.yaml -> validated, frozen dataclasses (the one place it is read).
+
+Validation happens once, here, before any stage touches a file: the JSON Schema in
+`schemas/params.schema.json` (shared with Snakemake's `validate`) checks types and ranges, then
+`_check_references` checks what a schema cannot (a run's dataset and model exist, the diffusion
+family fits the data type). Every error is a `ParamsError` whose one-line message names the key,
+the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# dataset kind -> the data type the processes see ("points": R^D, "binary": {0,1}^D, "image": 8-bit)
+DATA_TYPES = {
+    "swissroll": "points",
+    "heartbeat": "binary",
+    "deadleaves": "image",
+    "digits": "image",
+    "mnist5k": "image",
+    "mnist": "image",
+    "cifar10": "image",
+}
+# diffusion family -> the data types it can model
+FAMILY_DATA_TYPES = {
+    "ddpm": ("points", "image"),
+    "sd_gaussian": ("points", "image"),
+    "sd_binomial": ("binary",),
+}
+LABELLED_KINDS = ("digits", "mnist5k", "mnist", "cifar10")
+
+
+class ParamsError(ValueError):
+    """A bad params file: the message names the key, the value and what is allowed."""
+
+
+def schema() -> dict:
+    """The params JSON Schema (the same file Snakemake validates against)."""
+    text = resources.files("diffrepro").joinpath("schemas/params.schema.json").read_text()
+    return json.loads(text)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    kind: str                       # registry name in diffrepro.data.DATASETS
+    options: dict = field(default_factory=dict)  # kind-specific loader keywords (n_train, noise, root, ...)
+    classifier: dict = field(default_factory=dict)  # FID feature classifier: steps, batch_size, lr
+
+    @property
+    def data_type(self) -> str:
+        return DATA_TYPES[self.kind]
+
+    @property
+    def labelled(self) -> bool:
+        return self.kind in LABELLED_KINDS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    arch: str                       # registry name in diffrepro.nets.NETS
+    options: dict = field(default_factory=dict)  # the architecture's own keywords
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    family: str                     # ddpm | sd_gaussian | sd_binomial
+    timesteps: int                  # T
+    schedule: str = "linear"        # β schedule name (diffusion.schedules registry)
+    beta_start: float = 1e-4        # β_1 of the named schedule
+    beta_end: float = 0.02          # β_T of the named schedule
+    mean_type: str = "epsilon"      # DDPM: what the network predicts (epsilon | start_x | previous_x)
+    var_type: str = "fixed_small"   # DDPM: σ² = β̃ (fixed_small), β (fixed_large) or learned_range
+    loss_type: str = "simple"       # DDPM: L_simple, the true bound (kl) or Improved-DDPM's hybrid
+    hybrid_lambda: float = 0.001    # weight of L_vlb in the hybrid loss
+    beta_1: float = 1e-5            # SD-2015 Gaussian: the fixed first-step β
+    learn_betas: bool = True        # SD-2015 Gaussian: learn β_2..T by ascent on K
+    binomial_p: float = 0.5         # SD-2015 binomial: π = B(p)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int                      # optimiser steps
+    batch_size: int = 128
+    lr: float = 2e-4
+    ema_decay: float = 0.999        # EMA of the weights, used for sampling and evaluation
+    grad_clip: float = 1.0          # max global grad norm; 0 turns clipping off
+    warmup_steps: int = 0           # linear learning-rate warm-up
+    checkpoint_every: int = 1000    # resumable training state every N steps
+    hflip: bool = False             # random horizontal flips (images only)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    n: int = 500                    # samples drawn by the sample stage
+    batch_size: int = 500
+    clip_denoised: bool = True      # clamp predicted x0 to [-1, 1] (images only)
+
+
+@dataclass(frozen=True)
+class InpaintConfig:
+    n: int = 16                     # test examples per mask
+    masks: tuple = ("right_half",)  # unknown region: right half of the last axis, or a centre square
+    mode: str = "noised"            # known values re-noised to step t (DDPM) or clamped (SD-2015 r = δ)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    nll_n: int = 1000               # test examples in the bound (at most the test set)
+    fid_n: int = 500                # images per side in FID/KID (compare only at equal counts)
+    batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str
+    dataset: DatasetConfig
+    model: ModelConfig
+    diffusion: DiffusionConfig
+    train: TrainConfig
+    sample: SampleConfig
+    inpaint: InpaintConfig
+    eval: EvalConfig
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "RunConfig":
+        return RunConfig(
+            name=d["name"],
+            dataset=DatasetConfig(**d["dataset"]),
+            model=ModelConfig(**d["model"]),
+            diffusion=DiffusionConfig(**d["diffusion"]),
+            train=TrainConfig(**d["train"]),
+            sample=SampleConfig(**d["sample"]),
+            inpaint=InpaintConfig(**{**d["inpaint"], "masks": tuple(d["inpaint"]["masks"])}),
+            eval=EvalConfig(**d["eval"]),
+        )
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    threads: int
+    device: str
+    datasets: dict                  # name -> DatasetConfig
+    models: dict                    # name -> ModelConfig
+    runs: dict                      # name -> RunConfig
+
+    def run(self, name: str) -> RunConfig:
+        if name not in self.runs:
+            raise ParamsError(f"run {name!r} is not in params runs; allowed: {', '.join(self.runs)}")
+        return self.runs[name]
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.datasets:
+            raise ParamsError(f"dataset {name!r} is not in params datasets; allowed: {', '.join(self.datasets)}")
+        return self.datasets[name]
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def validate_dict(raw: Any, source: str = "params") -> None:
+    """Schema validation with one clear message for the most relevant error."""
+    import jsonschema
+
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: the top level must be a mapping with keys seed, datasets, models, runs; "
+                          f"got {type(raw).__name__}")
+    validator = jsonschema.Draft202012Validator(schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
+    if error is None:
+        return
+    if error.validator == "enum":
+        allowed = ", ".join(map(str, error.validator_value))
+        raise ParamsError(f"{source}: {_key(error.absolute_path)} = {error.instance!r} is not allowed; "
+                          f"allowed: {allowed}")
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        raise ParamsError(f"{source}: {_key(error.absolute_path)}: {error.message}; allowed keys: {', '.join(known)}")
+    where = _key(error.absolute_path)
+    raise ParamsError(f"{source}: {where}: {error.message}")
+
+
+def _check_references(raw: dict, source: str) -> None:
+    for run_name, run in raw["runs"].items():
+        where = f"runs.{run_name}"
+        if run["dataset"] not in raw["datasets"]:
+            raise ParamsError(f"{source}: {where}.dataset = {run['dataset']!r} is not defined under datasets; "
+                              f"allowed: {', '.join(raw['datasets'])}")
+        if run["model"] not in raw["models"]:
+            raise ParamsError(f"{source}: {where}.model = {run['model']!r} is not defined under models; "
+                              f"allowed: {', '.join(raw['models'])}")
+        data_type = DATA_TYPES[raw["datasets"][run["dataset"]]["kind"]]
+        family = run["diffusion"]["family"]
+        if data_type not in FAMILY_DATA_TYPES[family]:
+            raise ParamsError(f"{source}: {where}.diffusion.family = {family!r} cannot model {data_type} data "
+                              f"(dataset {run['dataset']!r}); families for {data_type} data: "
+                              f"{', '.join(f for f, ts in FAMILY_DATA_TYPES.items() if data_type in ts)}")
+        masks = run.get("inpaint", {}).get("masks", [])
+        if "center_square" in masks and data_type != "image":
+            raise ParamsError(f"{source}: {where}.inpaint.masks contains 'center_square', which needs image data; "
+                              f"allowed for {data_type} data: right_half")
+
+
+def parse_params(raw: Any, source: str = "params") -> Params:
+    """Validate a params mapping and build the typed config."""
+    validate_dict(raw, source)
+    _check_references(raw, source)
+    datasets = {}
+    for name, d in raw["datasets"].items():
+        opts = {k: v for k, v in d.items() if k not in ("kind", "classifier")}
+        datasets[name] = DatasetConfig(name=name, kind=d["kind"], options=opts, classifier=dict(d.get("classifier", {})))
+    models = {name: ModelConfig(name=name, arch=m["arch"], options={k: v for k, v in m.items() if k != "arch"})
+              for name, m in raw["models"].items()}
+    runs = {}
+    for name, r in raw["runs"].items():
+        inpaint = dict(r.get("inpaint", {}))
+        if "masks" in inpaint:
+            inpaint["masks"] = tuple(inpaint["masks"])
+        runs[name] = RunConfig(
+            name=name,
+            dataset=datasets[r["dataset"]],
+            model=models[r["model"]],
+            diffusion=DiffusionConfig(**r["diffusion"]),
+            train=TrainConfig(**r["train"]),
+            sample=SampleConfig(**r.get("sample", {})),
+            inpaint=InpaintConfig(**inpaint),
+            eval=EvalConfig(**r.get("eval", {})),
+        )
+    return Params(seed=raw["seed"], threads=raw.get("threads", 1), device=raw.get("device", "auto"),
+                  datasets=datasets, models=models, runs=runs)
+
+
+def load_params(path) -> Params:
+    """Read, validate and type params.yaml; raises ParamsError with one clear sentence."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_params(raw, source=str(path))

@@ -1,0 +1,1 @@
+"""Diffusion processes: forward/reverse math that takes the network as an argument."""

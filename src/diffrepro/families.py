@@ -1,0 +1,76 @@
+"""One place that turns a run's diffusion config into a process object and its training loss.
+
+A process follows the protocol in docs/ARCHITECTURE.md (num_timesteps, prior_sample, q_sample,
+p_sample, bound_terms); this module only chooses and wires, the math lives in diffusion/.
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import DiffusionConfig, RunConfig
+from .diffusion import likelihood
+
+FAMILIES = ("ddpm", "sd_gaussian", "sd_binomial")
+
+
+def out_mult(diff: DiffusionConfig) -> int:
+    """How many data-shaped tensors the network must output for this family."""
+    if diff.family == "ddpm":
+        return 2 if diff.var_type == "learned_range" else 1
+    if diff.family == "sd_gaussian":
+        return 2  # reverse mean and variance
+    return 1  # binomial: x0 logits
+
+
+def build_process(diff: DiffusionConfig, data_type: str):
+    """The diffusion process for a run (an nn.Module when it has learnable parameters)."""
+    if diff.family == "ddpm":
+        from .diffusion.gaussian import GaussianDiffusion, LossType, ModelMeanType, ModelVarType
+        from .diffusion.schedules import get_betas
+
+        betas = get_betas(diff.schedule, diff.timesteps, beta_start=diff.beta_start, beta_end=diff.beta_end)
+        return GaussianDiffusion(
+            betas=betas,
+            mean_type=ModelMeanType.from_str(diff.mean_type),
+            var_type=ModelVarType.from_str(diff.var_type),
+            loss_type=LossType.from_str(diff.loss_type),
+            decoder="discretized" if data_type == "image" else "gaussian",
+            hybrid_lambda=diff.hybrid_lambda,
+        )
+    if diff.family == "sd_gaussian":
+        from .diffusion.sd_gaussian import SDGaussianDiffusion
+
+        return SDGaussianDiffusion(num_timesteps=diff.timesteps, beta_1=diff.beta_1, learn_betas=diff.learn_betas)
+    if diff.family == "sd_binomial":
+        from .diffusion.binomial import BinomialDiffusion
+
+        return BinomialDiffusion(num_timesteps=diff.timesteps, p=diff.binomial_p)
+    raise ValueError(f"unknown diffusion family {diff.family!r}; allowed: {', '.join(FAMILIES)}")
+
+
+def training_loss(process, model, x_start: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Scalar loss for one batch: DDPM draws t and noise here; SD processes estimate −K themselves."""
+    if hasattr(process, "training_losses"):  # DDPM
+        n = x_start.shape[0]
+        t = torch.randint(0, process.num_timesteps, (n,), generator=generator, device=generator.device)
+        noise = torch.randn(x_start.shape, generator=generator, device=generator.device)
+        t, noise = t.to(x_start.device), noise.to(x_start.device)
+        return process.training_losses(model, x_start, t, noise)["loss"].mean()
+    return process.training_loss(model, x_start, generator=generator).mean()
+
+
+def build_model(run: RunConfig, data_shape):
+    from .nets import build_net
+
+    return build_net(run.model.arch, data_shape=data_shape, out_mult=out_mult(run.diffusion),
+                     num_timesteps=run.diffusion.timesteps, **run.model.options)
+
+
+def to_bits(nats, data_type: str, dims: int):
+    """Per-example nats -> the unit each data type reports: bits/dim for images, else bits/example."""
+    bits = likelihood.nats_to_bits(nats)
+    return bits / dims if data_type == "image" else bits
+
+
+def unit(data_type: str) -> str:
+    return {"image": "bits/dim", "binary": "bits/seq", "points": "bits/example"}[data_type]

@@ -1,0 +1,118 @@
+"""Atomic output writing (temp file in the same folder + rename) and checked checkpoint loading."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """A missing or unreadable input file: the message names the path and what was expected."""
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
+
+    On failure the temporary file is removed and whatever `path` held before is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_json(path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_to_builtin) + "\n")
+
+
+def save_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_npz(path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+
+def save_torch(path, obj) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def save_figure(path, fig) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def save_csv(path, frame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def require_file(path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} {str(path)!r} does not exist; run the stage that makes it first")
+    return path
+
+
+def load_npz(path, what: str = "data file") -> dict:
+    path = require_file(path, what)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as exc:  # zipfile / value errors of a truncated file
+        raise InputError(f"{what} {str(path)!r} is corrupt or not an .npz file ({exc})") from None
+
+
+def load_json(path, what: str = "metrics file") -> dict:
+    path = require_file(path, what)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} {str(path)!r} is not valid JSON ({exc})") from None
+
+
+def load_checkpoint(path, what: str = "checkpoint", required_keys=("config", "model")) -> dict:
+    """torch.load with a clear error for a missing, truncated or foreign file."""
+    import torch
+
+    path = require_file(path, what)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputError(f"{what} {str(path)!r} is corrupt or not a diffrepro checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required_keys):
+        raise InputError(f"{what} {str(path)!r} is not a diffrepro checkpoint: it lacks the keys "
+                         f"{', '.join(required_keys)}")
+    return ckpt
+
+
+def _to_builtin(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")

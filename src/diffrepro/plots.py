@@ -1,0 +1,131 @@
+"""PNG pictures a person can open: data/sample views, loss curves, bound terms, inpainting panels."""
+from __future__ import annotations
+
+import numpy as np
+
+from .io import save_figure
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_uint8_images(x: np.ndarray) -> np.ndarray:
+    """[N x C x H x W] in [-1, 1] -> uint8 [N x H x W x C]."""
+    x = np.clip((x + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+    return x.transpose(0, 2, 3, 1)
+
+
+def grid(x: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tile [N x C x H x W] images in [-1, 1] into one uint8 [rows*H x cols*W x C] picture."""
+    imgs = to_uint8_images(x)
+    n, h, w, c = imgs.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, q = divmod(i, ncols)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = imgs[i]
+    return out
+
+
+def show_data(path, x: np.ndarray, data_type: str, title: str, reference: np.ndarray | None = None,
+              max_items: int = 100) -> None:
+    """Scatter for points (over the reference data when given), image grid, or binary raster."""
+    plt = _plt()
+    if data_type == "points":
+        fig, ax = plt.subplots(figsize=(5, 5))
+        if reference is not None:
+            ax.scatter(reference[:, 0], reference[:, 1], s=2, c="0.75", label="data")
+        ax.scatter(x[:, 0], x[:, 1], s=2, c="C0", label=title)
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", markerscale=4)
+    elif data_type == "binary":
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.imshow(x[:50], cmap="gray_r", aspect="auto", interpolation="nearest")
+        ax.set_xlabel("bin")
+        ax.set_ylabel("sequence")
+    else:
+        picture = grid(x[:max_items])
+        fig, ax = plt.subplots(figsize=(6, 6))
+        ax.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255)
+        ax.axis("off")
+    ax.set_title(title)
+    save_figure(path, fig)
+
+
+def loss_curve(path, steps, losses, title: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, losses, lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    if np.all(np.asarray(losses) > 0):
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    save_figure(path, fig)
+
+
+def bound_terms(path, t, term_bits, unit: str, title: str, mse=None) -> None:
+    """The bound's per-step terms along t (and, when given, the distortion along t)."""
+    plt = _plt()
+    ncols = 2 if mse is not None else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(t, np.maximum(term_bits, 1e-12), lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel(f"term ({unit})")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if mse is not None:
+        ax = axes[0, 1]
+        ax.plot(t, mse, lw=1)
+        ax.set_xlabel("t")
+        ax.set_ylabel("ε-prediction MSE")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    save_figure(path, fig)
+
+
+def inpaint_panel(path, rows: dict, data_type: str, title: str) -> None:
+    """rows: mask name -> (original, masked, inpainted) arrays of one data type; columns side by side."""
+    plt = _plt()
+    names = list(rows)
+    fig, axes = plt.subplots(len(names), 3, figsize=(9, 3 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        for c, (label, x) in enumerate(zip(("original", "masked", "inpainted"), rows[name])):
+            ax = axes[r, c]
+            if data_type == "points":
+                ax.scatter(x[:, 0], x[:, 1], s=3)
+                ax.set_aspect("equal")
+            elif data_type == "binary":
+                ax.imshow(x[:32], cmap="gray_r", aspect="auto", interpolation="nearest")
+            else:
+                picture = grid(x[:16], ncols=4)
+                ax.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255)
+                ax.axis("off")
+            ax.set_title(f"{name}: {label}")
+    fig.suptitle(title)
+    save_figure(path, fig)
+
+
+def line_plot(path, x, ys: dict, xlabel: str, ylabel: str, title: str, logy: bool = False) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, y in ys.items():
+        ax.plot(x, y, lw=1, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    save_figure(path, fig)

@@ -1,0 +1,41 @@
+"""fid: FID and KID (torch-fidelity) of a run's samples against held-out data, and the train-vs-test floor.
+
+Both numbers use the same count of examples per side: FID in a small feature space moves a lot with
+the count, so only equal counts compare.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..io import load_npz, require_file, save_json
+from ..runtime import derive_seed
+
+LOG = logging.getLogger("diffrepro.fid")
+
+
+def add_arguments(p):
+    p.add_argument("--run", required=True, help="run name under params runs")
+    p.add_argument("--samples", required=True, help="the sample stage's samples.npz")
+    p.add_argument("--data-dir", required=True, help="the run's dataset folder")
+    p.add_argument("--extractor", required=True, help="the features stage's extractor .pt")
+    p.add_argument("--out", required=True, help="metrics JSON")
+
+
+def run(args, params, device):
+    from ..metrics import fid
+
+    cfg = params.run(args.run)
+    require_file(args.extractor, "feature extractor")
+    samples = load_npz(args.samples, "samples")["x"]
+    data_dir = Path(args.data_dir)
+    test = load_npz(data_dir / "test.npz", "test data")["x"]
+    train = load_npz(data_dir / "train.npz", "training data")["x"]
+    n = min(cfg.eval.fid_n, len(samples), len(test), len(train))
+    seed = derive_seed(params.seed, "fid", cfg.name)
+    model_scores = fid.fid_kid(samples[:n], test[:n], args.extractor, device=device, seed=seed)
+    floor = fid.fid_kid(train[:n], test[:n], args.extractor, device=device, seed=seed)
+    metrics = {"n": n, "fid": model_scores["fid"], "kid": model_scores["kid_mean"], "kid_std": model_scores["kid_std"],
+               "fid_floor_train_vs_test": floor["fid"], "kid_floor_train_vs_test": floor["kid_mean"]}
+    save_json(args.out, metrics)
+    LOG.info("%s: FID %.3f (floor %.3f) at n=%d", cfg.name, metrics["fid"], metrics["fid_floor_train_vs_test"], n)

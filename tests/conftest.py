@@ -1,0 +1,36 @@
+"""Shared fixtures: the repository root, a tiny params file, and the CLI runner."""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_PARAMS = ROOT / "tests" / "params-tiny.yaml"
+BIN = Path(sys.executable).parent
+
+
+def run_cli(*args, cwd=None, check=False):
+    """Run `diffrepro ...` as a user would; returns the CompletedProcess."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run([str(BIN / "diffrepro"), *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"diffrepro {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture
+def tiny_raw():
+    """The tiny test params as a dict (a fresh copy per test)."""
+    return copy.deepcopy(yaml.safe_load(TINY_PARAMS.read_text()))
+
+
+@pytest.fixture
+def default_raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())

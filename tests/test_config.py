@@ -1,0 +1,113 @@
+"""params.yaml validation: one clear message naming the key, the value and what is allowed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from diffrepro.config import DATA_TYPES, ParamsError, load_params, parse_params, schema
+from diffrepro.data import DATASETS
+from diffrepro.nets import NETS
+
+from .conftest import ROOT, run_cli
+
+
+def test_default_and_tiny_params_are_valid(default_raw, tiny_raw):
+    for raw in (default_raw, tiny_raw):
+        params = parse_params(raw)
+        assert set(params.runs) == set(raw["runs"])
+        for run in params.runs.values():
+            assert run.dataset.name == raw["runs"][run.name]["dataset"]
+
+
+def _error(raw) -> str:
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("mutate, must_name", [
+    (lambda r: r["datasets"]["toyroll"].update(kind="moons"), ["datasets.toyroll.kind", "'moons'", "swissroll"]),
+    (lambda r: r["runs"]["toyroll-ddpm"]["train"].update(steps=-5), ["runs.toyroll-ddpm.train.steps", "-5", "minimum"]),
+    (lambda r: r["runs"]["toyroll-ddpm"]["train"].update(steps="many"), ["runs.toyroll-ddpm.train.steps", "'many'", "integer"]),
+    (lambda r: r["runs"]["toyroll-ddpm"]["train"].pop("steps"), ["runs.toyroll-ddpm.train", "'steps' is a required"]),
+    (lambda r: r["runs"]["toyroll-ddpm"]["diffusion"].update(family="gan"), ["runs.toyroll-ddpm.diffusion.family", "ddpm"]),
+    (lambda r: r["runs"]["toyroll-ddpm"].update(model="nope"), ["runs.toyroll-ddpm.model", "'nope'", "allowed"]),
+    (lambda r: r["runs"]["toyroll-ddpm"].update(dataset="nope"), ["runs.toyroll-ddpm.dataset", "'nope'", "allowed"]),
+    (lambda r: r["runs"]["toyroll-ddpm"]["train"].update(stepz=3), ["runs.toyroll-ddpm.train", "stepz", "allowed keys"]),
+    (lambda r: r["models"]["mlp-tiny"].update(arch="transformer"), ["models.mlp-tiny.arch", "unet"]),
+    (lambda r: r["runs"]["toyroll-ddpm"]["inpaint"].update(masks=["center_square"]), ["center_square", "image"]),
+    (lambda r: r.pop("seed"), ["'seed' is a required"]),
+])
+def test_bad_params_name_the_key(tiny_raw, mutate, must_name):
+    mutate(tiny_raw)
+    message = _error(tiny_raw)
+    assert "\n" not in message
+    for fragment in must_name:
+        assert fragment in message, (fragment, message)
+
+
+def test_family_must_fit_data_type(tiny_raw):
+    tiny_raw["runs"]["toyroll-ddpm"]["diffusion"]["family"] = "sd_binomial"
+    message = _error(tiny_raw)
+    assert "sd_binomial" in message and "points" in message
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: 0\nruns: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML at line"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="does not exist"):
+        load_params(tmp_path / "missing.yaml")
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ParamsError, match="top level must be a mapping"):
+        load_params(bad)
+
+
+def test_schema_enums_match_registries():
+    s = schema()
+    assert set(s["definitions"]["dataset"]["properties"]["kind"]["enum"]) == set(DATASETS) == set(DATA_TYPES)
+    assert set(s["definitions"]["model"]["properties"]["arch"]["enum"]) == set(NETS)
+
+
+def test_workflow_schema_is_the_package_schema():
+    wf = json.loads((ROOT / "workflow" / "schemas" / "params.schema.json").read_text())
+    assert wf == schema()
+
+
+def test_cli_rejects_bad_params_before_touching_outputs(tmp_path, tiny_raw):
+    out = tmp_path / "data"
+    out.mkdir()
+    keep = out / "train.npz"
+    keep.write_bytes(b"an earlier result")
+    tiny_raw["runs"]["toyroll-ddpm"]["train"]["steps"] = -1
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_raw))
+    proc = run_cli("prepare", "--params", params, "--dataset", "toyroll", "--out-dir", out)
+    assert proc.returncode != 0
+    assert "runs.toyroll-ddpm.train.steps" in proc.stderr and "-1" in proc.stderr
+    assert keep.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in out.iterdir()) == ["train.npz"]
+
+
+def test_cli_unknown_run_and_missing_input(tmp_path):
+    from .conftest import TINY_PARAMS
+
+    proc = run_cli("train", "--params", TINY_PARAMS, "--run", "nope", "--data-dir", tmp_path, "--out-dir", tmp_path)
+    assert proc.returncode != 0 and "run 'nope'" in proc.stderr and "toyroll-ddpm" in proc.stderr
+    proc = run_cli("train", "--params", TINY_PARAMS, "--run", "toyroll-ddpm", "--data-dir", tmp_path / "none",
+                   "--out-dir", tmp_path)
+    assert proc.returncode != 0 and "train.npz" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_cli_corrupt_checkpoint(tmp_path):
+    from .conftest import TINY_PARAMS
+
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"\x00not a torch file")
+    proc = run_cli("sample", "--params", TINY_PARAMS, "--run", "toyroll-ddpm", "--checkpoint", ckpt,
+                   "--data-dir", tmp_path, "--out-dir", tmp_path)
+    assert proc.returncode != 0 and "corrupt" in proc.stderr and str(ckpt) in proc.stderr
+    assert not (tmp_path / "samples.npz").exists()

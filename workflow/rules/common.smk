@@ -1,0 +1,55 @@
+# Set-up shared by every rule: one params file, validated once; run/dataset lookups; environment.
+import os
+import re
+import sys
+
+import yaml
+from snakemake.utils import min_version, validate
+
+from diffrepro.config import parse_params
+
+min_version("9.0")
+
+# Jobs find the `diffrepro` command of the Python that runs Snakemake, and their OpenMP threads
+# sleep instead of spinning when two jobs share the cores.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# The stages read exactly one params file, so `--configfile X` replaces params.yaml instead of
+# being merged into it.
+_cli_configfiles = [str(p) for p in workflow.overwrite_configfiles]
+if len(_cli_configfiles) > 1:
+    raise ValueError(f"give one --configfile (the stages read one params file); got {', '.join(_cli_configfiles)}")
+PARAMS_FILE = _cli_configfiles[0] if _cli_configfiles else "params.yaml"
+if _cli_configfiles:
+    config.clear()
+    config.update(yaml.safe_load(open(PARAMS_FILE)))
+
+validate(config, "../schemas/params.schema.json", set_default=False)
+PARAMS = parse_params(config, source=PARAMS_FILE)  # cross-references: run -> dataset/model, family fits data
+
+THREADS = PARAMS.threads
+RUNS = list(PARAMS.runs)
+DATASETS = list(PARAMS.datasets)
+
+
+wildcard_constraints:
+    run="|".join(re.escape(r) for r in RUNS),
+    dataset="|".join(re.escape(d) for d in DATASETS),
+
+
+def run_dataset(wildcards):
+    return config["runs"][wildcards.run]["dataset"]
+
+
+def data_dir(wildcards):
+    return f"results/data/{run_dataset(wildcards)}"
+
+
+def run_settings(*keys):
+    """A params: function returning the run's settings under `keys` (Snakemake re-runs when they change)."""
+    return lambda wildcards: {k: config["runs"][wildcards.run][k] for k in keys}
+
+
+def model_settings(wildcards):
+    return config["models"][config["runs"][wildcards.run]["model"]]
