@@ -1,0 +1,367 @@
+"""FID and KID computed by torch-fidelity, in the feature space of a small classifier (or of the data).
+
+torch-fidelity 0.4.0 does the statistics (`calculate_metrics`: FID from mean/covariance, KID as the
+unbiased polynomial-kernel MMD² over random subsets); this module only supplies features:
+- a `SmallClassifier` trained on the data set's labels (images), or the identity map for unlabelled
+  data (points, binary sequences), stored as a checkpoint by `save_extractor`;
+- two torch-fidelity feature extractors, registered as "diffrepro-classifier" and
+  "diffrepro-identity", that load such a checkpoint from `feature_extractor_weights_path` (the
+  keyword torch-fidelity forwards to an extractor's constructor) and expose one layer, "features";
+- `inception_fid_kid` for the standard Inception-v3 FID, from a local weights file only.
+Data convention: images [N x C x H x W] float32 in [-1, 1] (8-bit values rescaled), points [N x 2],
+binary sequences [N x L]. Nothing is cached or downloaded (cache=False, weights from local files).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from torch.utils.data import Dataset
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from tqdm import tqdm
+
+from diffrepro.nets.classifier import IdentityFeatures, SmallClassifier
+
+CHECKPOINT_FORMAT = "diffrepro-feature-extractor/1"
+FEATURE_LAYER = "features"
+# checkpoint kind -> (network class, torch-fidelity extractor name)
+EXTRACTOR_KINDS = {
+    "classifier": (SmallClassifier, "diffrepro-classifier"),
+    "identity": (IdentityFeatures, "diffrepro-identity"),
+}
+INCEPTION_EXTRACTOR = "inception-v3-compat"
+
+
+def _extractor_kind(kind: str):
+    if kind not in EXTRACTOR_KINDS:
+        raise ValueError(f"unknown feature extractor kind {kind!r}; "
+                         f"allowed: {', '.join(sorted(EXTRACTOR_KINDS))}")
+    return EXTRACTOR_KINDS[kind]
+
+
+def _default_device(x) -> torch.device:
+    return x.device if torch.is_tensor(x) else torch.device("cpu")
+
+
+def images_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[N x C x H x W] float in [-1, 1] -> uint8 in [0, 255] (the inverse of v / 127.5 - 1, rounded)."""
+    return torch.round((x.to(torch.float32) + 1.0) * 127.5).clamp(0, 255).to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training the feature classifier
+# ----------------------------------------------------------------------------------------------
+
+def _random_shift(x: torch.Tensor, shift_px: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image of [N x C x H x W] by up to ±shift_px pixels (edges replicated)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (shift_px,) * 4, mode="replicate")
+    dy, dx = torch.randint(0, 2 * shift_px + 1, (2, n), generator=generator, device=x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # [N x H]
+    cols = dx[:, None] + torch.arange(w, device=x.device)  # [N x W]
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def classifier_accuracy(model: SmallClassifier, x, y, batch_size: int = 1024) -> float:
+    """Fraction of [N x C x H x W] images whose arg-max logit equals the label y [N]."""
+    device = next(model.parameters()).device
+    x = torch.as_tensor(x, dtype=torch.float32)
+    y = torch.as_tensor(y, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start:start + batch_size].to(device))
+        correct += (logits.argmax(dim=1).cpu() == y[start:start + batch_size].cpu()).sum().item()
+    model.train(was_training)
+    return correct / len(x)
+
+
+def train_feature_classifier(x_train, y_train, x_test, y_test, *, steps: int = 1000, batch_size: int = 128,
+                             lr: float = 2e-3, width: int = 32, feat_dim: int = 64, augment_shift_px: int = 1,
+                             seed: int = 0, device=None, progress: bool = False):
+    """Train a `SmallClassifier` with Adam and cross-entropy on images x [N x C x H x W] in [-1, 1].
+
+    Labels y are int [N] in 0..num_classes-1. Augmentation: random translations of up to
+    `augment_shift_px` pixels (0 disables). Deterministic given `seed`; `device` defaults to
+    x_train's (CPU for numpy arrays). Afterwards the features are scaled to unit mean square on
+    x_train (`SmallClassifier.calibrate_feature_scale`). Returns (model in eval mode,
+    {"test_accuracy", "train_accuracy", "train_seconds", "steps", "feature_scale"}).
+    """
+    device = torch.device(device) if device is not None else _default_device(x_train)
+    x = torch.as_tensor(x_train, dtype=torch.float32).to(device)
+    y = torch.as_tensor(y_train, dtype=torch.long).to(device)
+    if x.dim() != 4:
+        raise ValueError(f"train_feature_classifier needs images [N x C x H x W], got shape {list(x.shape)}")
+    num_classes = int(max(int(y.max()), int(torch.as_tensor(y_test).max()))) + 1
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+        torch.manual_seed(seed)
+        model = SmallClassifier(in_shape=tuple(x.shape[1:]), num_classes=num_classes,
+                                width=width, feat_dim=feat_dim)
+    model.to(device).train()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    start_time = time.perf_counter()
+    for _ in tqdm(range(steps), disable=not progress, desc="feature classifier", leave=False):
+        idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=generator, device=device)
+        x_batch = x[idx]
+        if augment_shift_px > 0:
+            x_batch = _random_shift(x_batch, augment_shift_px, generator)
+        loss = F.cross_entropy(model(x_batch), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    train_seconds = time.perf_counter() - start_time
+    model.eval().requires_grad_(False)
+    feature_scale = model.calibrate_feature_scale(x)
+    return model, {"test_accuracy": classifier_accuracy(model, x_test, y_test),
+                   "train_accuracy": classifier_accuracy(model, x_train, y_train),
+                   "train_seconds": train_seconds, "steps": steps, "feature_scale": feature_scale}
+
+
+# ----------------------------------------------------------------------------------------------
+# Extractor checkpoints
+# ----------------------------------------------------------------------------------------------
+
+def identity_extractor_meta(data_shape) -> dict:
+    """Meta for unlabelled data: features are the flattened data [N x prod(data_shape)].
+
+    Use as `save_extractor(path, None, identity_extractor_meta(data_shape))`.
+    """
+    return {"kind": "identity", "data_shape": [int(s) for s in data_shape]}
+
+
+def _kind_of(model) -> str:
+    for kind, (cls, _) in EXTRACTOR_KINDS.items():
+        if isinstance(model, cls):
+            return kind
+    raise TypeError(f"cannot save a {type(model).__name__} as a feature extractor; allowed: "
+                    f"{', '.join(cls.__name__ for cls, _ in EXTRACTOR_KINDS.values())}")
+
+
+def save_extractor(path, model, meta: dict | None = None) -> None:
+    """Write {kind, constructor config, state_dict, meta} to `path` atomically (temp file + os.replace).
+
+    `model` is a trained `SmallClassifier` or `IdentityFeatures`; `None` with
+    `identity_extractor_meta(...)` as meta saves the identity extractor. `meta` must be JSON-like
+    (str, numbers, lists, dicts), e.g. the data set name and the classifier's test accuracy.
+    """
+    try:  # meta must survive torch.load(weights_only=True): plain JSON-like values only
+        meta = json.loads(json.dumps(dict(meta or {})))
+    except TypeError as err:
+        raise TypeError(f"save_extractor meta must hold plain JSON values (str, numbers, lists, dicts): "
+                        f"{err}") from err
+    if model is None:
+        if meta.get("kind") != "identity" or "data_shape" not in meta:
+            raise ValueError("save_extractor got model=None; that is only allowed with "
+                             "meta=identity_extractor_meta(data_shape)")
+        model = IdentityFeatures(meta["data_shape"])
+    kind = _kind_of(model)
+    meta["kind"] = kind
+    checkpoint = {"format": CHECKPOINT_FORMAT, "kind": kind, "config": model.config,
+                  "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def _read_checkpoint(path) -> dict:
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"feature extractor checkpoint not found: {path!r} "
+                                f"(write one with save_extractor)")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path!r} is not a feature extractor checkpoint (format {CHECKPOINT_FORMAT!r})")
+    _extractor_kind(checkpoint["kind"])
+    return checkpoint
+
+
+def load_extractor(path, device=None):
+    """Rebuild a `save_extractor` checkpoint: (SmallClassifier | IdentityFeatures in eval mode, meta)."""
+    checkpoint = _read_checkpoint(path)
+    cls, _ = _extractor_kind(checkpoint["kind"])
+    model = cls(**checkpoint["config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval().requires_grad_(False)
+    if device is not None:
+        model.to(device)
+    return model, checkpoint["meta"]
+
+
+# ----------------------------------------------------------------------------------------------
+# torch-fidelity feature extractors
+# ----------------------------------------------------------------------------------------------
+
+class _CheckpointFeatureExtractor(torch_fidelity.FeatureExtractorBase):
+    """A torch-fidelity extractor over a `save_extractor` checkpoint given as feature_extractor_weights_path.
+
+    Input batches: float [N x ...] in the data convention, or uint8 images (mapped to v / 127.5 - 1).
+    Output: one feature layer, "features", [N x feat_dim] in float64 (FID statistics in float64).
+    """
+
+    KIND = ""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise ValueError(f"feature extractor {name!r} needs feature_extractor_weights_path, "
+                             f"a checkpoint written by diffrepro.metrics.fid.save_extractor")
+        net, meta = load_extractor(feature_extractor_weights_path)
+        if meta["kind"] != self.KIND:
+            raise ValueError(f"feature extractor {name!r} needs a {self.KIND!r} checkpoint, "
+                             f"{feature_extractor_weights_path!r} holds a {meta['kind']!r} one")
+        self.net = net
+
+    @staticmethod
+    def get_provided_features_list():
+        return (FEATURE_LAYER,)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        if metric not in ("fid", "kid", "prc"):
+            raise ValueError(f"diffrepro feature extractors support fid, kid and prc, not {metric!r}")
+        return FEATURE_LAYER
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    def forward(self, x):
+        if x.dtype == torch.uint8:
+            x = x.to(torch.float32) / 127.5 - 1.0
+        return (self.net.features(x.to(torch.float32)).to(torch.float64),)
+
+
+class ClassifierFeatureExtractor(_CheckpointFeatureExtractor):
+    KIND = "classifier"
+
+
+class IdentityFeatureExtractor(_CheckpointFeatureExtractor):
+    KIND = "identity"
+
+
+def _register_extractors() -> None:
+    for cls in (ClassifierFeatureExtractor, IdentityFeatureExtractor):
+        _, name = _extractor_kind(cls.KIND)
+        if name not in FEATURE_EXTRACTORS_REGISTRY:  # importing twice (e.g. reload) must not fail
+            torch_fidelity.register_feature_extractor(name, cls)
+
+
+_register_extractors()
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------
+
+class TensorSamples(Dataset):
+    """In-memory samples [N x ...] for torch-fidelity: item i is the tensor x[i] (kept on the CPU)."""
+
+    def __init__(self, x):
+        self.x = torch.as_tensor(x).detach().cpu()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i) -> torch.Tensor:
+        return self.x[i]
+
+
+def resolve_kid_subset_size(kid_subset_size, n_a: int, n_b: int) -> int:
+    """KID subset size: min(1000, n_a, n_b) (torch-fidelity's default, capped) when None; else checked."""
+    largest = min(n_a, n_b)
+    if largest < 2:
+        raise ValueError(f"KID needs at least 2 samples per set, got {n_a} and {n_b}")
+    if kid_subset_size is None:
+        return min(1000, largest)
+    if not 2 <= int(kid_subset_size) <= largest:
+        raise ValueError(f"kid_subset_size={kid_subset_size} must lie in "
+                         f"[2, min(len(a), len(b)) = {largest}]")
+    return int(kid_subset_size)
+
+
+def _calculate_fid_kid(input_a: Dataset, input_b: Dataset, *, feature_extractor: str, weights_path,
+                       kid_subset_size, kid_subsets: int, batch_size: int, device, seed: int) -> dict:
+    device = torch.device(device)
+    cuda = device.type == "cuda"  # torch-fidelity runs on CUDA or on the CPU, nothing else
+    subset_size = resolve_kid_subset_size(kid_subset_size, len(input_a), len(input_b))
+    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
+        metrics = torch_fidelity.calculate_metrics(
+            input1=input_a, input2=input_b, fid=True, kid=True,
+            feature_extractor=feature_extractor, feature_extractor_weights_path=os.fspath(weights_path),
+            kid_subset_size=subset_size, kid_subsets=kid_subsets, batch_size=batch_size, cuda=cuda,
+            rng_seed=seed,
+            cache=False, datasets_download=False, verbose=False,
+            save_cpu_ram=True,  # num_workers=0: no DataLoader worker processes for in-memory tensors
+        )
+    return {"fid": float(metrics[torch_fidelity.KEY_METRIC_FID]),
+            "kid_mean": float(metrics[torch_fidelity.KEY_METRIC_KID_MEAN]),
+            "kid_std": float(metrics[torch_fidelity.KEY_METRIC_KID_STD]),
+            "kid_subset_size": subset_size}
+
+
+def fid_kid(x_a, x_b, extractor_path, *, kid_subset_size: int | None = None, kid_subsets: int = 100,
+            quantize_8bit: bool = False, batch_size: int = 256, device=None, seed: int = 0) -> dict:
+    """FID and KID between samples x_a and x_b [N x ...] in the features of a `save_extractor` checkpoint.
+
+    `quantize_8bit` rounds images to the 256 levels first (samples scored as saved 8-bit images).
+    `kid_subset_size` defaults to min(1000, len(x_a), len(x_b)). Deterministic given `seed`.
+    Returns {"fid", "kid_mean", "kid_std", "kid_subset_size"}.
+    """
+    kind = _read_checkpoint(extractor_path)["kind"]
+    _, extractor_name = _extractor_kind(kind)
+    if quantize_8bit and kind != "classifier":
+        raise ValueError(f"quantize_8bit only applies to images (a 'classifier' extractor), not {kind!r}")
+    convert = images_to_uint8 if quantize_8bit else (lambda x: torch.as_tensor(x, dtype=torch.float32))
+    return _calculate_fid_kid(
+        TensorSamples(convert(torch.as_tensor(x_a))), TensorSamples(convert(torch.as_tensor(x_b))),
+        feature_extractor=extractor_name, weights_path=extractor_path, kid_subset_size=kid_subset_size,
+        kid_subsets=kid_subsets, batch_size=batch_size,
+        device=device if device is not None else _default_device(x_a), seed=seed)
+
+
+def images_to_uint8_rgb(x) -> torch.Tensor:
+    """Images [N x C x H x W] in [-1, 1], C in {1, 3} -> uint8 [N x 3 x H x W] (grey repeated).
+
+    torch-fidelity's Inception resizes to 299 x 299 itself (TF1-compatible bilinear).
+    """
+    x = torch.as_tensor(x)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"Inception FID needs images [N x C x H x W] with C in (1, 3), got {list(x.shape)}")
+    x = images_to_uint8(x)
+    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+
+
+def inception_fid_kid(x_a, x_b, weights_path, *, kid_subset_size: int | None = None, kid_subsets: int = 100,
+                      batch_size: int = 64, device=None, seed: int = 0) -> dict:
+    """Standard FID/KID in Inception-v3 pool3 (2048) features, from a LOCAL weights file.
+
+    `weights_path` is torch-fidelity's weights-inception-2015-12-05-6726825d.pth; a missing file
+    raises FileNotFoundError (torch-fidelity would otherwise download it).
+    """
+    if weights_path is None or not os.path.isfile(weights_path):
+        raise FileNotFoundError(f"Inception-v3 weights not found: {weights_path!r}; give a local copy of "
+                                f"torch-fidelity's weights-inception-2015-12-05-6726825d.pth "
+                                f"(nothing is downloaded)")
+    return _calculate_fid_kid(
+        TensorSamples(images_to_uint8_rgb(x_a)), TensorSamples(images_to_uint8_rgb(x_b)),
+        feature_extractor=INCEPTION_EXTRACTOR, weights_path=weights_path, kid_subset_size=kid_subset_size,
+        kid_subsets=kid_subsets, batch_size=batch_size,
+        device=device if device is not None else _default_device(x_a), seed=seed)
+

@@ -1,0 +1,216 @@
+"""Tests for FID/KID through torch-fidelity (diffrepro.metrics.fid) and the feature classifier."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+from sklearn.datasets import load_digits
+
+from diffrepro.metrics import fid as fidmod
+from diffrepro.metrics.fid import (
+    fid_kid, identity_extractor_meta, images_to_uint8_rgb, inception_fid_kid, load_extractor,
+    save_extractor, train_feature_classifier,
+)
+from diffrepro.nets.classifier import IdentityFeatures, SmallClassifier
+
+KID_SUBSETS = 10  # torch-fidelity's 100 is slow on a shared 2-core CPU; 10 is enough to compare
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch, tmp_path):
+    """Point every cache at an empty folder and make any download attempt fail loudly."""
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"attempted download: {args}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(tf_inception, "load_state_dict_from_url", refuse)
+    yield
+    assert not home.exists() or not any(home.rglob("*")), "something was written to the torch hub cache"
+    assert not (tmp_path / "xdg_cache").exists()
+
+
+def digits_images():
+    """sklearn digits as 8-bit images rescaled to [-1, 1]: [1797 x 1 x 8 x 8], labels [1797]."""
+    digits = load_digits()
+    v = np.round(digits.images * (255.0 / 16.0))
+    return (v / 127.5 - 1.0)[:, None].astype(np.float32), digits.target.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def digits_extractor(tmp_path_factory):
+    torch.set_num_threads(1)
+    x, y = digits_images()
+    perm = np.random.default_rng(0).permutation(len(x))
+    train, test = perm[:1200], perm[1200:]
+    model, info = train_feature_classifier(x[train], y[train], x[test], y[test], steps=150, batch_size=128,
+                                           lr=2e-3, seed=0)
+    path = tmp_path_factory.mktemp("extractor") / "digits_classifier.pt"
+    save_extractor(path, model, {"dataset": "digits", **info})
+    return {"path": path, "model": model, "info": info, "x_test": x[test], "x_train": x[train]}
+
+
+def test_classifier_shapes_for_digits_mnist_cifar():
+    for in_shape in [(1, 8, 8), (1, 28, 28), (3, 32, 32)]:
+        net = SmallClassifier(in_shape=in_shape, num_classes=10, width=8, feat_dim=16)
+        x = torch.randn(3, *in_shape)
+        assert net.features(x).shape == (3, 16)
+        assert net(x).shape == (3, 10)
+    with pytest.raises(ValueError, match="1 x 8 x 8"):
+        SmallClassifier(in_shape=(1, 8, 8)).features(torch.randn(2, 3, 8, 8))
+
+
+def test_digits_classifier_accuracy_and_feature_scale(digits_extractor):
+    info, model = digits_extractor["info"], digits_extractor["model"]
+    print(f"digits classifier: test accuracy {info['test_accuracy']:.4f} in {info['train_seconds']:.1f} s")
+    assert info["test_accuracy"] > 0.95
+    with torch.no_grad():
+        features = model.features(torch.as_tensor(digits_extractor["x_train"]))
+    assert features.pow(2).mean().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_random_shift_is_a_translation_of_each_image():
+    x = torch.randn(6, 2, 5, 5)
+    shifted = fidmod._random_shift(x, 1, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    for i in range(len(x)):
+        crops = [padded[i, :, dy:dy + 5, dx:dx + 5] for dy in range(3) for dx in range(3)]
+        assert any(torch.equal(shifted[i], c) for c in crops)
+
+
+def test_fid_of_a_set_against_itself_is_zero(digits_extractor):
+    x = digits_extractor["x_test"]
+    out = fid_kid(x, x.copy(), digits_extractor["path"], kid_subsets=KID_SUBSETS)
+    assert abs(out["fid"]) < 1e-6
+    assert out["kid_subset_size"] == len(x)
+
+
+def test_fid_and_kid_grow_with_corruption(digits_extractor):
+    x = digits_extractor["x_test"]
+    half = len(x) // 2
+    a, b = x[:half], x[half:2 * half]
+    noise = np.random.default_rng(1).standard_normal(b.shape).astype(np.float32)
+    corrupted = {"shifted": np.roll(b, 2, axis=3), "noised": np.clip(b + 0.6 * noise, -1, 1)}
+    same = fid_kid(a, b, digits_extractor["path"], kid_subsets=KID_SUBSETS)
+    for name, c in corrupted.items():
+        other = fid_kid(a, c, digits_extractor["path"], kid_subsets=KID_SUBSETS)
+        assert other["fid"] > 2 * same["fid"], name
+        assert other["kid_mean"] > same["kid_mean"] + 3 * other["kid_std"], name
+
+
+def test_fid_kid_is_deterministic_given_seed(digits_extractor):
+    x = digits_extractor["x_test"]
+    a, b = x[:200], x[200:500]
+    first = fid_kid(a, b, digits_extractor["path"], kid_subset_size=100, kid_subsets=KID_SUBSETS, seed=3)
+    again = fid_kid(a, b, digits_extractor["path"], kid_subset_size=100, kid_subsets=KID_SUBSETS, seed=3)
+    other = fid_kid(a, b, digits_extractor["path"], kid_subset_size=100, kid_subsets=KID_SUBSETS, seed=4)
+    assert first == again
+    assert other["fid"] == first["fid"]  # FID uses every sample; only KID's subsets depend on the seed
+    assert other["kid_mean"] != first["kid_mean"]
+
+
+def test_quantized_fid_equals_float_fid_on_8bit_data(digits_extractor):
+    x = digits_extractor["x_test"]
+    a, b = x[:300], np.roll(x[300:], 1, axis=2)
+    as_float = fid_kid(a, b, digits_extractor["path"], kid_subsets=KID_SUBSETS)
+    as_uint8 = fid_kid(a, b, digits_extractor["path"], kid_subsets=KID_SUBSETS, quantize_8bit=True)
+    assert as_uint8["fid"] == pytest.approx(as_float["fid"], rel=1e-6)
+
+
+def test_kid_subset_size_is_checked(digits_extractor):
+    x = digits_extractor["x_test"]
+    with pytest.raises(ValueError, match="kid_subset_size=500"):
+        fid_kid(x[:100], x[100:], digits_extractor["path"], kid_subset_size=500)
+
+
+def test_save_load_round_trip_gives_identical_features(digits_extractor, tmp_path):
+    model = digits_extractor["model"]
+    path = tmp_path / "sub" / "copy.pt"
+    save_extractor(path, model, {"note": "round trip"})
+    loaded, meta = load_extractor(path)
+    assert isinstance(loaded, SmallClassifier) and loaded.config == model.config
+    assert meta == {"note": "round trip", "kind": "classifier"}
+    x = torch.as_tensor(digits_extractor["x_test"][:64])
+    with torch.no_grad():
+        assert torch.equal(loaded.features(x), model.features(x))
+    assert os.listdir(path.parent) == ["copy.pt"]  # the temp file was renamed, not left behind
+
+
+def closed_form_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) with scipy's matrix square root."""
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s_a @ s_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * covmean))
+
+
+def unbiased_poly_mmd2(a: np.ndarray, b: np.ndarray) -> float:
+    """Unbiased MMD^2 (within-set terms without the diagonal) with k(x, y) = (x.y / d + 1)^3."""
+    d, m = a.shape[1], len(a)
+    k_aa, k_bb, k_ab = ((p @ q.T / d + 1) ** 3 for p, q in ((a, a), (b, b), (a, b)))
+    within = (k_aa.sum() - np.trace(k_aa) + k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
+    return float(within - 2 * k_ab.mean())
+
+
+def test_identity_extractor_matches_closed_forms_on_gaussian_points(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.multivariate_normal([0.0, 0.0], [[1.0, 0.6], [0.6, 2.0]], size=1500)
+    b = rng.multivariate_normal([1.0, -0.5], [[0.5, -0.2], [-0.2, 1.0]], size=1500)
+    path = tmp_path / "identity.pt"
+    save_extractor(path, None, identity_extractor_meta((2,)))
+    assert isinstance(load_extractor(path)[0], IdentityFeatures)
+    # One KID subset of all samples: a permutation of each set, so KID is the full-set MMD^2.
+    out = fid_kid(a.astype(np.float32), b.astype(np.float32), path, kid_subset_size=len(a), kid_subsets=1)
+    a32, b32 = (v.astype(np.float32).astype(np.float64) for v in (a, b))
+    assert out["fid"] == pytest.approx(closed_form_frechet(a32, b32), rel=1e-3)
+    assert out["kid_mean"] == pytest.approx(unbiased_poly_mmd2(a32, b32), rel=1e-3)
+
+
+def test_identity_extractor_rejects_wrong_shapes_and_8bit(tmp_path):
+    path = tmp_path / "identity.pt"
+    save_extractor(path, None, identity_extractor_meta((2,)))
+    points = np.zeros((10, 3), np.float32)
+    with pytest.raises(ValueError, match="N x 2"):
+        fid_kid(points, points, path)
+    with pytest.raises(ValueError, match="quantize_8bit"):
+        fid_kid(points[:, :2], points[:, :2], path, quantize_8bit=True)
+
+
+def test_bad_extractor_requests_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="identity_extractor_meta"):
+        save_extractor(tmp_path / "x.pt", None, {"kind": "bogus"})
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        fid_kid(np.zeros((4, 2)), np.zeros((4, 2)), tmp_path / "nowhere.pt")
+
+
+def test_missing_inception_weights_raise_before_any_download(tmp_path):
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    missing = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    with pytest.raises(FileNotFoundError, match="weights-inception-2015-12-05-6726825d.pth"):
+        inception_fid_kid(x, x, missing)
+    with pytest.raises(FileNotFoundError):
+        inception_fid_kid(x, x, None)
+
+
+def test_inception_inputs_are_uint8_rgb():
+    v = np.random.default_rng(0).integers(0, 256, size=(3, 1, 5, 5))
+    rgb = images_to_uint8_rgb(torch.as_tensor(v / 127.5 - 1.0, dtype=torch.float32))
+    assert rgb.dtype == torch.uint8 and rgb.shape == (3, 3, 5, 5)
+    for c in range(3):
+        assert torch.equal(rgb[:, c:c + 1].long(), torch.as_tensor(v))
+    with pytest.raises(ValueError, match="C in"):
+        images_to_uint8_rgb(torch.zeros(2, 2, 5, 5))
+
+
+def test_meta_must_be_json_like(tmp_path):
+    with pytest.raises(TypeError, match="JSON"):
+        save_extractor(tmp_path / "x.pt", None, {**identity_extractor_meta((2,)), "bad": np.float32(1.0)})
+    assert not (tmp_path / "x.pt").exists()
