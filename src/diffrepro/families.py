@@ -22,13 +22,20 @@ def out_mult(diff: DiffusionConfig) -> int:
     return 1  # binomial: x0 logits
 
 
+def ddpm_betas(diff: DiffusionConfig):
+    """The named schedule with the settings it takes (a constant schedule uses beta_start throughout)."""
+    from .diffusion.schedules import get_betas, schedule_settings
+
+    given = {"beta_start": diff.beta_start, "beta_end": diff.beta_end, "beta": diff.beta_start}
+    return get_betas(diff.schedule, diff.timesteps,
+                     **{k: v for k, v in given.items() if k in schedule_settings(diff.schedule)})
+
+
 def build_process(diff: DiffusionConfig, data_type: str):
     """The diffusion process for a run (an nn.Module when it has learnable parameters)."""
     if diff.family == "ddpm":
         from .diffusion.gaussian import GaussianDiffusion, LossType, ModelMeanType, ModelVarType
-        from .diffusion.schedules import get_betas
-
-        betas = get_betas(diff.schedule, diff.timesteps, beta_start=diff.beta_start, beta_end=diff.beta_end)
+        betas = ddpm_betas(diff)
         return GaussianDiffusion(
             betas=betas,
             mean_type=ModelMeanType.from_str(diff.mean_type),
@@ -36,6 +43,7 @@ def build_process(diff: DiffusionConfig, data_type: str):
             loss_type=LossType.from_str(diff.loss_type),
             decoder="discretized" if data_type == "image" else "gaussian",
             hybrid_lambda=diff.hybrid_lambda,
+            clip_denoised=data_type == "image",  # predicted x0 of 8-bit images lies in [-1, 1]
         )
     if diff.family == "sd_gaussian":
         from .diffusion.sd_gaussian import SDGaussianDiffusion

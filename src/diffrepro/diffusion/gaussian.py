@@ -1,0 +1,287 @@
+"""DDPM's Gaussian diffusion (Ho et al. 2020; Improved DDPM's learned variance and hybrid loss).
+
+The process never owns the network: every method takes `model(x_t, t) -> output` as an argument
+(openai/improved-diffusion's `GaussianDiffusion`). t is a LongTensor `[N]` of 0-based step indices
+(index i is the paper's step t = i + 1). Constants come from `schedules.schedule_constants` in
+float64 and are cast to the data's dtype per call, so float64 data gets float64 arithmetic.
+Likelihoods are in nats per example (summed over dimensions) unless a name says otherwise.
+"""
+from __future__ import annotations
+
+import enum
+
+import torch
+from tqdm.auto import tqdm
+
+from diffrepro.diffusion.likelihood import (
+    LOG2, discretized_gaussian_log_likelihood, gaussian_log_likelihood, mean_flat, normal_kl,
+    sum_flat,
+)
+from diffrepro.diffusion.schedules import extract, schedule_constants
+from diffrepro.sampling import randn
+
+
+class _Choice(enum.Enum):
+    """An enum looked up from its value or name, with an error naming the allowed values."""
+
+    @classmethod
+    def from_str(cls, value):
+        if isinstance(value, cls):
+            return value
+        for member in cls:
+            if str(value).lower() in (member.value, member.name.lower()):
+                return member
+        allowed = ", ".join(m.value for m in cls)
+        raise ValueError(f"unknown {cls.__name__} {value!r}; allowed: {allowed}")
+
+
+class ModelMeanType(_Choice):
+    """What the network's (first) output predicts."""
+
+    EPSILON = "epsilon"        # the noise ε
+    START_X = "start_x"        # x_0
+    PREVIOUS_X = "previous_x"  # μ̃, the mean of x_{t-1} directly
+
+
+class ModelVarType(_Choice):
+    """The reverse-step variance σ_t²."""
+
+    FIXED_SMALL = "fixed_small"      # β̃_t (log clipped at t = 1)
+    FIXED_LARGE = "fixed_large"      # β_t
+    # a second output v: log σ² = (1 + v)/2 · log β + (1 − v)/2 · log β̃ (Improved DDPM)
+    LEARNED_RANGE = "learned_range"
+
+
+class LossType(_Choice):
+    """The training objective."""
+
+    SIMPLE = "simple"  # L_simple: MSE on the mean target (ε, x_0 or μ̃)
+    KL = "kl"          # the true bound L_vlb (one t per example, scaled by T)
+    HYBRID = "hybrid"  # L_simple + λ·L_vlb, the vlb term seeing a stop-gradient mean
+
+    def is_vb(self) -> bool:
+        return self is not LossType.SIMPLE
+
+
+class Decoder(_Choice):
+    """L_0 = −log p(x_0 | x_1)."""
+
+    DISCRETIZED = "discretized"  # 8-bit images in [-1, 1], 256 bins
+    GAUSSIAN = "gaussian"        # continuous Gaussian density (real-valued data, e.g. 2-D points)
+
+
+class GaussianDiffusion:
+    """Forward q, reverse p_θ, training losses and the full variational bound of a Gaussian DDPM.
+
+    betas: float64 `[T]`. clip_denoised: the default for every method's `clip_denoised=None`,
+    i.e. whether the predicted x_0 is clamped to [-1, 1] (True for images, False for unbounded
+    data). hybrid_lambda: λ of the hybrid loss (Improved DDPM's 0.001).
+    With LEARNED_RANGE the model outputs `[N x 2C x ...]`: C mean channels then C values v.
+    """
+
+    def __init__(self, betas, mean_type=ModelMeanType.EPSILON, var_type=ModelVarType.FIXED_LARGE,
+                 loss_type=LossType.SIMPLE, decoder=Decoder.DISCRETIZED,
+                 clip_denoised: bool = False, hybrid_lambda: float = 0.001):
+        self.mean_type = ModelMeanType.from_str(mean_type)
+        self.var_type = ModelVarType.from_str(var_type)
+        self.loss_type = LossType.from_str(loss_type)
+        self.decoder = Decoder.from_str(decoder)
+        if self.loss_type is LossType.SIMPLE and self.var_type is ModelVarType.LEARNED_RANGE:
+            raise ValueError("loss_type 'simple' cannot train var_type 'learned_range'; "
+                             "use loss_type 'hybrid' or 'kl'")
+        self.clip_denoised = bool(clip_denoised)
+        self.hybrid_lambda = float(hybrid_lambda)
+        self.consts = schedule_constants(betas)
+        self.num_timesteps = self.consts.num_timesteps
+        self._cast = {}  # (name, device, dtype) -> the constant as a tensor there
+
+    def _c(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Schedule constant `name` at t, broadcast to x's shape in x's dtype."""
+        key = (name, t.device, x.dtype)
+        if key not in self._cast:  # one host-to-device copy per constant, not one per call
+            self._cast[key] = torch.as_tensor(getattr(self.consts, name)).to(t.device, x.dtype)
+        return extract(self._cast[key], t, x.shape, dtype=x.dtype)
+
+    # ---- forward process q -------------------------------------------------------------------
+    def q_mean_variance(self, x_start, t):
+        """q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 − ᾱ_t) I): mean, variance, log_variance [N x ...]."""
+        return (self._c("sqrt_alphas_cumprod", t, x_start) * x_start,
+                self._c("one_minus_alphas_cumprod", t, x_start),
+                self._c("log_one_minus_alphas_cumprod", t, x_start))
+
+    def q_sample(self, x_start, t, noise=None, generator=None):
+        """Draw x_t ~ q(x_t | x_0) = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε, [N x ...]."""
+        if noise is None:
+            noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
+        return (self._c("sqrt_alphas_cumprod", t, x_start) * x_start
+                + self._c("sqrt_one_minus_alphas_cumprod", t, x_start) * noise)
+
+    def q_posterior_mean_variance(self, x_start, x_t, t):
+        """q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I): (mean, variance, log_variance_clipped)."""
+        mean = (self._c("posterior_mean_coef1", t, x_t) * x_start
+                + self._c("posterior_mean_coef2", t, x_t) * x_t)
+        return (mean, self._c("posterior_variance", t, x_t),
+                self._c("posterior_log_variance_clipped", t, x_t))
+
+    def prior_kl_nats(self, x_start) -> torch.Tensor:
+        """L_T = KL(q(x_T | x_0) ‖ N(0, I)) summed over dimensions, in nats: [N]."""
+        t = torch.full((x_start.shape[0],), self.num_timesteps - 1, dtype=torch.long,
+                       device=x_start.device)
+        mean, _, log_variance = self.q_mean_variance(x_start, t)
+        return sum_flat(normal_kl(mean, log_variance, 0.0, 0.0))
+
+    def prior_sample(self, shape, generator=None, device=None, dtype=torch.float32):
+        """x_T ~ N(0, I), [shape]."""
+        return randn(shape, generator, device, dtype)
+
+    # ---- parameterisations -------------------------------------------------------------------
+    def predict_start_from_noise(self, x_t, t, noise):
+        """x_0 = (x_t − sqrt(1 − ᾱ_t) ε) / sqrt(ᾱ_t)."""
+        return (self._c("sqrt_recip_alphas_cumprod", t, x_t) * x_t
+                - self._c("sqrt_recipm1_alphas_cumprod", t, x_t) * noise)
+
+    def predict_noise_from_start(self, x_t, t, pred_xstart):
+        """ε = (x_t − sqrt(ᾱ_t) x_0) / sqrt(1 − ᾱ_t)."""
+        return ((self._c("sqrt_recip_alphas_cumprod", t, x_t) * x_t - pred_xstart)
+                / self._c("sqrt_recipm1_alphas_cumprod", t, x_t))
+
+    def predict_start_from_previous(self, x_t, t, x_prev):
+        """x_0 from μ̃ = coef1 · x_0 + coef2 · x_t."""
+        return ((x_prev - self._c("posterior_mean_coef2", t, x_t) * x_t)
+                / self._c("posterior_mean_coef1", t, x_t))
+
+    # ---- reverse process p -------------------------------------------------------------------
+    def _split_output(self, model_output, x_t):
+        if self.var_type is ModelVarType.LEARNED_RANGE:
+            if model_output.shape[1] != 2 * x_t.shape[1]:
+                raise ValueError(f"var_type 'learned_range' needs {2 * x_t.shape[1]} output "
+                                 f"channels, got {model_output.shape[1]}")
+            return torch.chunk(model_output, 2, dim=1)
+        if model_output.shape != x_t.shape:
+            raise ValueError(f"model output shape {tuple(model_output.shape)} differs from x_t's "
+                             f"{tuple(x_t.shape)}")
+        return model_output, None
+
+    def p_log_variance(self, t, x_t, var_values=None):
+        """log σ_t², [N x ...]; var_values (LEARNED_RANGE's v, [-1, 1] spans β̃..β) else None."""
+        if self.var_type is ModelVarType.FIXED_SMALL:
+            return self._c("posterior_log_variance_clipped", t, x_t)
+        if self.var_type is ModelVarType.FIXED_LARGE:
+            return self._c("log_betas", t, x_t)
+        frac = (var_values + 1) / 2
+        return (frac * self._c("log_betas", t, x_t)
+                + (1 - frac) * self._c("posterior_log_variance_clipped", t, x_t))
+
+    def p_mean_variance_from_output(self, model_output, x_t, t, clip_denoised=None):
+        """p_mean_variance given the network's output already computed (see p_mean_variance)."""
+        clip = self.clip_denoised if clip_denoised is None else clip_denoised
+        mean_output, var_values = self._split_output(model_output, x_t)
+        log_variance = self.p_log_variance(t, x_t, var_values)
+
+        def process(x):
+            return x.clamp(-1, 1) if clip else x
+
+        if self.mean_type is ModelMeanType.PREVIOUS_X:
+            pred_xstart = process(self.predict_start_from_previous(x_t, t, mean_output))
+            mean = mean_output
+        else:
+            if self.mean_type is ModelMeanType.START_X:
+                pred_xstart = process(mean_output)
+            else:
+                pred_xstart = process(self.predict_start_from_noise(x_t, t, mean_output))
+            mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x_t, t)
+        return {"mean": mean, "variance": torch.exp(log_variance), "log_variance": log_variance,
+                "pred_xstart": pred_xstart}
+
+    def p_mean_variance(self, model, x_t, t, clip_denoised=None):
+        """p_θ(x_{t-1} | x_t): dict of mean, variance, log_variance, pred_xstart, each [N x ...]."""
+        return self.p_mean_variance_from_output(model(x_t, t), x_t, t, clip_denoised)
+
+    def p_sample(self, model, x_t, t, generator=None, clip_denoised=None):
+        """Draw x_{t-1} ~ p_θ(x_{t-1} | x_t), [N x ...]; the mean, without noise, where t = 0."""
+        out = self.p_mean_variance(model, x_t, t, clip_denoised)
+        noise = randn(x_t.shape, generator, x_t.device, x_t.dtype)
+        nonzero = (t != 0).to(x_t.dtype).reshape((-1,) + (1,) * (x_t.dim() - 1))
+        return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
+
+    # ---- the bound ---------------------------------------------------------------------------
+    def decoder_nll_nats(self, x_start, mean, log_variance) -> torch.Tensor:
+        """L_0 = −log p(x_0 | x_1) summed over dimensions, in nats: [N]."""
+        if self.decoder is Decoder.DISCRETIZED:
+            log_p = discretized_gaussian_log_likelihood(x_start, mean, 0.5 * log_variance)
+        else:
+            log_p = gaussian_log_likelihood(x_start, mean, log_variance)
+        return -sum_flat(log_p)
+
+    def vb_term_nats(self, out, x_start, x_t, t) -> torch.Tensor:
+        """The bound's term at t from p_mean_variance's `out`, in nats: [N].
+
+        KL(q(x_{t-1} | x_t, x_0) ‖ p_θ(x_{t-1} | x_t)) where t > 0, the decoder NLL where t = 0.
+        """
+        true_mean, _, true_log_variance = self.q_posterior_mean_variance(x_start, x_t, t)
+        kl = sum_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"]))
+        nll = self.decoder_nll_nats(x_start, out["mean"], out["log_variance"])
+        return torch.where(t == 0, nll, kl)
+
+    def training_losses(self, model, x_start, t, noise=None, generator=None):
+        """Per-example losses at steps t: dict of "loss" [N], and "mse" [N] and/or "vb" [N].
+
+        mse: mean over dimensions of the squared error of the mean target (ε, x_0 or μ̃).
+        vb: T · (bound term at t) / (D · ln 2), the one-t estimate of the whole bound in bits/dim
+            (improved-diffusion's scale, for which λ = 0.001 was tuned). KL: loss = vb;
+            HYBRID: loss = mse + λ · vb, where vb sees the mean output through a stop-gradient.
+        """
+        if noise is None:
+            noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
+        x_t = self.q_sample(x_start, t, noise)
+        model_output = model(x_t, t)
+        terms = {}
+        if self.loss_type is LossType.KL:
+            out = self.p_mean_variance_from_output(model_output, x_t, t, clip_denoised=False)
+            terms["vb"] = self._vb_bpd(out, x_start, x_t, t)
+            terms["loss"] = terms["vb"]
+            return terms
+        mean_output, var_values = self._split_output(model_output, x_t)
+        target = {ModelMeanType.EPSILON: noise, ModelMeanType.START_X: x_start,
+                  ModelMeanType.PREVIOUS_X: self.q_posterior_mean_variance(x_start, x_t, t)[0]}
+        terms["mse"] = mean_flat((target[self.mean_type] - mean_output) ** 2)
+        terms["loss"] = terms["mse"]
+        if self.loss_type is LossType.HYBRID:
+            frozen = mean_output.detach()
+            if var_values is not None:
+                frozen = torch.cat([frozen, var_values], dim=1)
+            out = self.p_mean_variance_from_output(frozen, x_t, t, clip_denoised=False)
+            terms["vb"] = self._vb_bpd(out, x_start, x_t, t)
+            terms["loss"] = terms["mse"] + self.hybrid_lambda * terms["vb"]
+        return terms
+
+    def _vb_bpd(self, out, x_start, x_t, t):
+        dims = x_start[0].numel()
+        return self.vb_term_nats(out, x_start, x_t, t) * self.num_timesteps / (dims * LOG2)
+
+    @torch.no_grad()
+    def bound_terms(self, model, x_start, generator=None, clip_denoised=None, progress=False):
+        """The full variational bound over all T steps, in nats per example.
+
+        Each x_t is drawn independently from q(x_t | x_0) (lower variance than one trajectory,
+        same mean). Returns dict of
+          prior [N]: L_T = KL(q(x_T | x_0) ‖ N(0, I));
+          terms [N x T]: terms[:, 0] = L_0 = −log p(x_0 | x_1) and, for i ≥ 1 (paper steps),
+              terms[:, i] = KL(q(x_i | x_{i+1}, x_0) ‖ p_θ(x_i | x_{i+1}));
+          total [N]: prior + terms.sum(1);
+          mse [N x T]: mean over dimensions of the squared error of the implied ε prediction.
+        """
+        n = x_start.shape[0]
+        terms = torch.zeros(n, self.num_timesteps, dtype=x_start.dtype, device=x_start.device)
+        mse = torch.zeros_like(terms)
+        steps = range(self.num_timesteps - 1, -1, -1)
+        for i in tqdm(steps, desc="bound", disable=not progress):
+            t = torch.full((n,), i, dtype=torch.long, device=x_start.device)
+            noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
+            x_t = self.q_sample(x_start, t, noise)
+            out = self.p_mean_variance(model, x_t, t, clip_denoised)
+            terms[:, i] = self.vb_term_nats(out, x_start, x_t, t)
+            eps = self.predict_noise_from_start(x_t, t, out["pred_xstart"])
+            mse[:, i] = mean_flat((eps - noise) ** 2)
+        prior = self.prior_kl_nats(x_start)
+        return {"prior": prior, "terms": terms, "total": prior + terms.sum(dim=1), "mse": mse}

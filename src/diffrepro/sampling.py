@@ -1,0 +1,134 @@
+"""Sampling and inpainting loops, kept outside the math (as diffusers' pipeline_ddpm), plus `randn`.
+
+The loops use only a duck-typed process, so DDPM and SD-2015 processes plug in alike:
+`num_timesteps`, `prior_sample(shape, generator, device)`, `q_sample(x_start, t, noise=None,
+generator=None)` (drawing its own kind of noise when none is given: Gaussian, or uniform for a
+binomial process) and `p_sample(model, x_t, t, generator)`; t is a LongTensor `[N]` of 0-based
+step indices. A process whose p_sample takes `clip_denoised` may be passed that option.
+"""
+from __future__ import annotations
+
+import enum
+import inspect
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+
+class DiffusionProcess(Protocol):
+    """What the loops need from a process."""
+
+    num_timesteps: int
+
+    def prior_sample(self, shape, generator, device) -> torch.Tensor: ...
+
+    def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise=None,
+                 generator=None) -> torch.Tensor: ...
+
+    def p_sample(self, model, x_t: torch.Tensor, t: torch.Tensor, generator) -> torch.Tensor: ...
+
+
+def randn(shape, generator: torch.Generator | None = None, device=None,
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal draws `shape` on `device`, from `generator` wherever that generator lives.
+
+    A generator on another device (say a CPU generator for CUDA data) draws on its own device and
+    the result is moved, so a seed gives the same numbers whatever device the data is on.
+    """
+    device = torch.device(device) if device is not None else torch.get_default_device()
+    if generator is None or generator.device.type == device.type:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+def _steps(process, progress: bool, desc: str):
+    return tqdm(range(process.num_timesteps - 1, -1, -1), desc=desc, disable=not progress,
+                total=process.num_timesteps)
+
+
+def _p_sample_options(process, clip_denoised: bool | None) -> dict:
+    """Keyword options for process.p_sample: clip_denoised where given and understood.
+
+    Not clipping is what a process without the option does anyway, so False is then dropped.
+    """
+    if clip_denoised is None:
+        return {}
+    if "clip_denoised" in inspect.signature(process.p_sample).parameters:
+        return {"clip_denoised": bool(clip_denoised)}
+    if clip_denoised:
+        raise ValueError(f"clip_denoised=True, but {type(process).__name__}.p_sample has no "
+                         "clip_denoised option; allowed for it: None or False")
+    return {}
+
+
+def _infer_device(model, generator):
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    if first is not None:
+        return first.device
+    return generator.device if generator is not None else torch.get_default_device()
+
+
+@torch.no_grad()
+def sample(process: DiffusionProcess, model, shape, generator: torch.Generator | None = None,
+           device=None, progress: bool = True, clip_denoised: bool | None = None) -> torch.Tensor:
+    """Ancestral sampling: x_T ~ prior, then x_{t-1} ~ p(x_{t-1} | x_t) for t = T..1.
+
+    `shape` is the batch shape `[N x ...]`; `device` defaults to the model's (or the generator's).
+    clip_denoised: None keeps the process's own default. Returns x_0 `[N x ...]`. Put the model
+    in eval mode first.
+    """
+    device = device if device is not None else _infer_device(model, generator)
+    options = _p_sample_options(process, clip_denoised)
+    x = process.prior_sample(tuple(shape), generator, device)
+    for i in _steps(process, progress, "sampling"):
+        t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+        x = process.p_sample(model, x, t, generator, **options)
+    return x
+
+
+class InpaintMode(enum.Enum):
+    """How known coordinates are held during the reverse trajectory."""
+
+    NOISED = "noised"    # known coordinates of x_{t-1} are a fresh draw of q(x_{t-1} | x_known)
+    CLAMPED = "clamped"  # known coordinates always equal x_known (SD-2015's delta r(x_t) = r(x_0))
+
+    @classmethod
+    def from_str(cls, value) -> "InpaintMode":
+        if isinstance(value, cls):
+            return value
+        for member in cls:
+            if str(value).lower() in (member.value, member.name.lower()):
+                return member
+        allowed = ", ".join(m.value for m in cls)
+        raise ValueError(f"unknown inpaint mode {value!r}; allowed: {allowed}")
+
+
+@torch.no_grad()
+def inpaint(process: DiffusionProcess, model, x_known: torch.Tensor, mask: torch.Tensor,
+            generator: torch.Generator | None = None, mode: str | InpaintMode = "noised",
+            progress: bool = True, clip_denoised: bool | None = None) -> torch.Tensor:
+    """Sample the unknown coordinates given the known ones; the output equals x_known where known.
+
+    x_known `[N x ...]`; mask broadcastable to it, nonzero where a value is KNOWN. "noised": the
+    known coordinates entering step t are a fresh draw of q(x_t | x_known) (the process's own
+    q_sample and noise); "clamped": they always equal x_known.
+    """
+    mode = InpaintMode.from_str(mode)
+    options = _p_sample_options(process, clip_denoised)
+    known = torch.as_tensor(mask, device=x_known.device).bool().expand_as(x_known)
+    n = x_known.shape[0]
+
+    def hold(x, i):
+        if mode is InpaintMode.CLAMPED or i < 0:
+            return torch.where(known, x_known, x)
+        t = torch.full((n,), i, dtype=torch.long, device=x_known.device)
+        return torch.where(known, process.q_sample(x_known, t, generator=generator), x)
+
+    x = hold(process.prior_sample(tuple(x_known.shape), generator, x_known.device),
+             process.num_timesteps - 1)
+    for i in _steps(process, progress, "inpainting"):
+        t = torch.full((n,), i, dtype=torch.long, device=x_known.device)
+        x = hold(process.p_sample(model, x, t, generator, **options), i - 1)
+    return x
