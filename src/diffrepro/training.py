@@ -23,6 +23,7 @@ from .io import InputError, save_torch
 from .runtime import progress
 
 LOG = logging.getLogger("diffrepro.train")
+RECORD_EVERY = 10  # steps averaged into one loss-history point
 
 
 @dataclass
@@ -85,6 +86,7 @@ def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: in
     model.train()
     bar = progress(range(start_step, steps), total=steps - start_step, desc=f"train {run.name}", enabled=show_progress)
     running = []
+    report_every = max(RECORD_EVERY, (steps // 20) // RECORD_EVERY * RECORD_EVERY)
     for step in bar:
         lr = _lr_at(step, run)
         for group in optimizer.param_groups:
@@ -103,14 +105,14 @@ def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: in
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, model_params, 1.0 - run.train.ema_decay)
         running.append(loss.item())
-        if (step + 1) % 10 == 0 or step + 1 == steps:
+        if (step + 1) % RECORD_EVERY == 0 or step + 1 == steps:
             history["step"].append(step + 1)
             history["loss"].append(float(np.mean(running)))
             history["lr"].append(lr)
             running = []
-        if (step + 1) % max(1, steps // 20) == 0:
-            LOG.info("step %d/%d loss %.5f lr %.2e", step + 1, steps, history["loss"][-1], lr)
-            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+            if (step + 1) % report_every == 0 or step + 1 == steps:
+                LOG.info("step %d/%d loss %.5f lr %.2e", step + 1, steps, history["loss"][-1], lr)
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
         if state_path is not None and (step + 1) % run.train.checkpoint_every == 0 and step + 1 < steps:
             _save_state(state_path, digest, step + 1, model, ema, process, optimizer, index_gen, noise_gen, history)
     bar.close()
