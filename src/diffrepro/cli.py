@@ -38,10 +38,11 @@ def main(argv=None) -> int:
 
     setup_logging(args.log)
     try:
-        from .config import load_params
+        from .config import check_local_inputs, load_params
         from .runtime import configure_threads, pick_device
 
         params = load_params(args.params)
+        check_local_inputs(params)
         threads = args.threads if args.threads is not None else params.threads
         if threads < 1:
             raise ValueError(f"--threads = {threads} is not allowed; it must be a whole number >= 1")

@@ -116,6 +116,7 @@ class EvalConfig:
     nll_n: int = 1000               # test examples in the bound (at most the test set)
     fid_n: int = 500                # images per side in FID/KID (compare only at equal counts)
     batch_size: int = 500
+    inception_weights: str | None = None  # local Inception-v3 weights: also report the standard FID
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,27 @@ def parse_params(raw: Any, source: str = "params") -> Params:
         )
     return Params(seed=raw["seed"], threads=raw.get("threads", 1), device=raw.get("device", "auto"),
                   datasets=datasets, models=models, runs=runs)
+
+
+ROOT_LAYOUT = {"mnist": "MNIST/raw/", "cifar10": "cifar-10-batches-py/"}
+
+
+def check_local_inputs(params: Params) -> None:
+    """Local data roots and weight files the params name must exist (nothing is ever downloaded)."""
+    for ds in params.datasets.values():
+        if ds.kind in ROOT_LAYOUT:
+            root = ds.options.get("root")
+            if root is None:
+                raise ParamsError(f"datasets.{ds.name}.root is missing; {ds.kind} is read from a local torchvision "
+                                  f"root holding {ROOT_LAYOUT[ds.kind]} (nothing is downloaded)")
+            if not Path(root).is_dir():
+                raise ParamsError(f"datasets.{ds.name}.root = {root!r} does not exist; give a local torchvision root "
+                                  f"holding {ROOT_LAYOUT[ds.kind]} (nothing is downloaded)")
+    for run in params.runs.values():
+        weights = run.eval.inception_weights
+        if weights is not None and not Path(weights).is_file():
+            raise ParamsError(f"runs.{run.name}.eval.inception_weights = {weights!r} does not exist; give a local "
+                              f"Inception-v3 weights file (nothing is downloaded) or drop the key")
 
 
 def load_params(path) -> Params:

@@ -72,10 +72,11 @@ def loss_curve(path, steps, losses, title: str) -> None:
     save_figure(path, fig)
 
 
-def bound_terms(path, t, term_bits, unit: str, title: str, mse=None) -> None:
-    """The bound's per-step terms along t (and, when given, the distortion along t)."""
+def bound_terms(path, t, term_bits, unit: str, title: str, rate_distortion=None) -> None:
+    """The bound's per-step terms along t and, when given (rate, distortion, distortion unit),
+    DDPM's distortion-vs-rate curve."""
     plt = _plt()
-    ncols = 2 if mse is not None else 1
+    ncols = 2 if rate_distortion is not None else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
     ax = axes[0, 0]
     ax.plot(t, np.maximum(term_bits, 1e-12), lw=1)
@@ -84,12 +85,13 @@ def bound_terms(path, t, term_bits, unit: str, title: str, mse=None) -> None:
     ax.set_ylabel(f"term ({unit})")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    if mse is not None:
+    if rate_distortion is not None:
+        rate, distortion, dist_unit = rate_distortion
         ax = axes[0, 1]
-        ax.plot(t, mse, lw=1)
-        ax.set_xlabel("t")
-        ax.set_ylabel("ε-prediction MSE")
-        ax.set_yscale("log")
+        ax.plot(rate, distortion, lw=1)
+        ax.set_xlabel(f"rate ({unit})")
+        ax.set_ylabel(f"distortion, {dist_unit}")
+        ax.set_title("rate-distortion along the reverse chain")
         ax.grid(alpha=0.3)
     save_figure(path, fig)
 
@@ -128,4 +130,36 @@ def line_plot(path, x, ys: dict, xlabel: str, ylabel: str, title: str, logy: boo
     ax.legend()
     ax.grid(alpha=0.3)
     ax.set_title(title)
+    save_figure(path, fig)
+
+
+def progressive_panel(path, snapshots, data_type: str, title: str) -> None:
+    """Snapshots (t, x_t, predicted x_0 or None) along the reverse chain, one column per t.
+
+    Images: the top row block shows x_t, the bottom the predicted x_0 (when the process has one).
+    Points and binary data: x_t only.
+    """
+    plt = _plt()
+    cols = len(snapshots)
+    rows = 2 if data_type == "image" and snapshots[0][2] is not None else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows + 0.4), squeeze=False)
+    for c, (t, x_t, pred) in enumerate(snapshots):
+        for r, (label, x) in enumerate((("x_t", x_t), ("x̂_0", pred))[:rows]):
+            ax = axes[r, c]
+            x = x.detach().cpu().numpy()
+            if data_type == "points":
+                ax.scatter(x[:, 0], x[:, 1], s=1)
+                ax.set_xlim(-3, 3)
+                ax.set_ylim(-3, 3)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            elif data_type == "binary":
+                ax.imshow(x[:20], cmap="gray_r", aspect="auto", interpolation="nearest", vmin=0, vmax=1)
+                ax.axis("off")
+            else:
+                picture = grid(np.clip(x[:8], -1, 1), ncols=2)
+                ax.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255)
+                ax.axis("off")
+            ax.set_title(f"{label}, t={t}", fontsize=8)
+    fig.suptitle(title)
     save_figure(path, fig)

@@ -132,3 +132,24 @@ def inpaint(process: DiffusionProcess, model, x_known: torch.Tensor, mask: torch
         t = torch.full((n,), i, dtype=torch.long, device=x_known.device)
         x = hold(process.p_sample(model, x, t, generator, **options), i - 1)
     return x
+
+
+@torch.no_grad()
+def progressive(process: DiffusionProcess, model, shape, generator: torch.Generator | None = None,
+                device=None, frames: int = 10) -> list:
+    """Ancestral sampling that records `frames` snapshots along the chain (DDPM Fig. 6).
+
+    Returns a list of (t, x_t, predicted x_0 or None) from t = T down to 1, where the prediction
+    comes from process.p_mean_variance when the process has one (DDPM), else None.
+    """
+    device = device if device is not None else _infer_device(model, generator)
+    x = process.prior_sample(tuple(shape), generator, device)
+    keep = {int(round(v)) for v in torch.linspace(process.num_timesteps - 1, 0, frames).tolist()}
+    snapshots = []
+    for i in range(process.num_timesteps - 1, -1, -1):
+        t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+        if i in keep:
+            pred = process.p_mean_variance(model, x, t)["pred_xstart"] if hasattr(process, "p_mean_variance") else None
+            snapshots.append((i + 1, x.clone(), None if pred is None else pred.clone()))
+        x = process.p_sample(model, x, t, generator)
+    return snapshots

@@ -130,6 +130,8 @@ def _save_state(path, digest, step, model, ema, process, optimizer, index_gen, n
         "process": process.state_dict() if isinstance(process, torch.nn.Module) else {},
         "optimizer": optimizer.state_dict(),
         "index_gen": index_gen.get_state(), "noise_gen": noise_gen.get_state(),
+        "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": history,
     })
 
@@ -151,6 +153,9 @@ def _resume(path, digest, model, ema, process, optimizer, index_gen, noise_gen, 
     optimizer.load_state_dict(state["optimizer"])
     index_gen.set_state(state["index_gen"])
     noise_gen.set_state(state["noise_gen"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     for k in history:
         history[k].extend(state["history"][k])
     LOG.info("resuming %s from step %d", path, state["step"])

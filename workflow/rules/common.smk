@@ -6,7 +6,7 @@ import sys
 import yaml
 from snakemake.utils import min_version, validate
 
-from diffrepro.config import parse_params
+from diffrepro.config import check_local_inputs, parse_params
 
 min_version("9.0")
 
@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The stages read exactly one params file, so `--configfile X` replaces params.yaml instead of
 # being merged into it.
-_cli_configfiles = [str(p) for p in workflow.overwrite_configfiles]
+_cli_configfiles = [os.path.relpath(p) for p in workflow.overwrite_configfiles]
 if len(_cli_configfiles) > 1:
     raise ValueError(f"give one --configfile (the stages read one params file); got {', '.join(_cli_configfiles)}")
 PARAMS_FILE = _cli_configfiles[0] if _cli_configfiles else "params.yaml"
@@ -27,6 +27,7 @@ if _cli_configfiles:
 
 validate(config, "../schemas/params.schema.json", set_default=False)
 PARAMS = parse_params(config, source=PARAMS_FILE)  # cross-references: run -> dataset/model, family fits data
+check_local_inputs(PARAMS)  # local data roots / weights exist before any job starts
 
 THREADS = PARAMS.threads
 RUNS = list(PARAMS.runs)

@@ -13,7 +13,7 @@ rule prepare:
     log:
         "logs/prepare/{dataset}.log",
     benchmark:
-        "benchmarks/prepare/{dataset}.tsv"
+        "results/benchmarks/prepare/{dataset}.tsv"
     threads: THREADS
     shell:
         "diffrepro prepare --params {PARAMS_FILE} --threads {threads} --log {log}"
@@ -33,7 +33,7 @@ rule features:
     log:
         "logs/features/{dataset}.log",
     benchmark:
-        "benchmarks/features/{dataset}.tsv"
+        "results/benchmarks/features/{dataset}.tsv"
     threads: THREADS
     shell:
         "diffrepro features --params {PARAMS_FILE} --threads {threads} --log {log}"

@@ -17,7 +17,7 @@ rule train:
     log:
         "logs/train/{run}.log",
     benchmark:
-        "benchmarks/train/{run}.tsv"
+        "results/benchmarks/train/{run}.tsv"
     threads: THREADS
     resources:
         gpu=1,
@@ -33,13 +33,14 @@ rule sample:
     output:
         samples="results/runs/{run}/samples.npz",
         picture="results/runs/{run}/samples.png",
+        progressive="results/runs/{run}/progressive.png",
     params:
         settings=run_settings("sample"),
         data_dir=data_dir,
     log:
         "logs/sample/{run}.log",
     benchmark:
-        "benchmarks/sample/{run}.tsv"
+        "results/benchmarks/sample/{run}.tsv"
     threads: THREADS
     shell:
         "diffrepro sample --params {PARAMS_FILE} --threads {threads} --log {log}"
@@ -62,7 +63,7 @@ rule inpaint:
     log:
         "logs/inpaint/{run}.log",
     benchmark:
-        "benchmarks/inpaint/{run}.tsv"
+        "results/benchmarks/inpaint/{run}.tsv"
     threads: THREADS
     shell:
         "diffrepro inpaint --params {PARAMS_FILE} --threads {threads} --log {log}"

@@ -16,7 +16,7 @@ rule nll:
     log:
         "logs/nll/{run}.log",
     benchmark:
-        "benchmarks/nll/{run}.tsv"
+        "results/benchmarks/nll/{run}.tsv"
     threads: THREADS
     shell:
         "diffrepro nll --params {PARAMS_FILE} --threads {threads} --log {log}"
@@ -39,7 +39,7 @@ rule fid:
     log:
         "logs/fid/{run}.log",
     benchmark:
-        "benchmarks/fid/{run}.tsv"
+        "results/benchmarks/fid/{run}.tsv"
     threads: THREADS
     shell:
         "diffrepro fid --params {PARAMS_FILE} --threads {threads} --log {log}"
@@ -58,7 +58,7 @@ rule report:
     log:
         "logs/report.log",
     benchmark:
-        "benchmarks/report.tsv"
+        "results/benchmarks/report.tsv"
     threads: THREADS
     shell:
         "diffrepro report --params {PARAMS_FILE} --threads {threads} --log {log}"

@@ -37,5 +37,9 @@ def run(args, params, device):
     floor = fid.fid_kid(train[:n], test[:n], args.extractor, device=device, seed=seed)
     metrics = {"n": n, "fid": model_scores["fid"], "kid": model_scores["kid_mean"], "kid_std": model_scores["kid_std"],
                "fid_floor_train_vs_test": floor["fid"], "kid_floor_train_vs_test": floor["kid_mean"]}
+    if cfg.eval.inception_weights:  # the standard FID, as DDPM reports it: samples vs the training set
+        m = min(cfg.eval.fid_n, len(samples), len(train))
+        inception = fid.inception_fid_kid(samples[:m], train[:m], cfg.eval.inception_weights, device=device, seed=seed)
+        metrics.update(fid_inception=inception["fid"], kid_inception=inception["kid_mean"], n_inception=m)
     save_json(args.out, metrics)
     LOG.info("%s: FID %.3f (floor %.3f) at n=%d", cfg.name, metrics["fid"], metrics["fid_floor_train_vs_test"], n)

@@ -56,6 +56,21 @@ def evaluate_bound(process, model, x: np.ndarray, *, batch_size: int, generator,
     return {k: torch.cat(v).numpy() for k, v in out.items() if v}
 
 
+def rate_distortion(res: dict, alphas_cumprod, to_unit, data_type: str) -> dict:
+    """DDPM's progressive-coding view (Ho et al. Fig. 5), one value per t = 1..T.
+
+    rate: what a receiver holds once it has x_t, L_T + Σ_{s>t} L_{s-1} (bits/dim for images);
+    distortion: RMSE of x̂_0 predicted from x_t, from the ε-prediction MSE through
+    ‖x̂_0 − x_0‖² = (1 − ᾱ_t)/ᾱ_t · ‖ε̂ − ε‖², on the 0–255 scale for images.
+    """
+    per_t = to_unit(res["terms"]).mean(axis=0)          # [T], index i = L_i
+    rate = to_unit(res["prior"]).mean() + np.cumsum(per_t[::-1])[::-1] - per_t  # Σ_{i >= t} L_i, t = 1..T
+    mse_x0 = res["mse"].mean(axis=0) * (1.0 - alphas_cumprod) / alphas_cumprod
+    scale = 127.5 if data_type == "image" else 1.0
+    return {"rate": rate, "distortion": scale * np.sqrt(mse_x0),
+            "distortion_unit": "RMSE (0-255)" if data_type == "image" else "RMSE"}
+
+
 def run(args, params, device):
     cfg = params.run(args.run)
     ckpt = load_checkpoint(args.checkpoint)
@@ -88,14 +103,14 @@ def run(args, params, device):
         metrics["beta_1"] = run_cfg.diffusion.beta_1
         metrics["data_noise"] = run_cfg.dataset.options.get("noise", 0.0)
     terms = pd.DataFrame({"t": np.arange(1, res["terms"].shape[1] + 1), "term": to_unit(res["terms"]).mean(axis=0)})
-    mse = None
-    if "mse" in res:
-        mse = res["mse"].mean(axis=0)
-        terms["mse"] = mse
-    # rate (bits so far from T down to t) vs distortion is derivable from these columns
+    rd = None
+    if "mse" in res and hasattr(process, "consts"):
+        rd = rate_distortion(res, process.consts.alphas_cumprod, to_unit, data_type)
+        terms["rate"], terms["distortion"] = rd["rate"], rd["distortion"]
     out = Path(args.out_dir)
     save_csv(out / "nll_terms.csv", terms)
-    plot_terms(out / "nll_terms.png", terms["t"], terms["term"], unit, f"{cfg.name}: bound terms (L_0 at t=1)", mse=mse)
+    plot_terms(out / "nll_terms.png", terms["t"], terms["term"], unit, f"{cfg.name}: bound terms (L_0 at t=1)",
+               rate_distortion=None if rd is None else (rd["rate"], rd["distortion"], rd["distortion_unit"]))
     save_json(out / "nll.json", metrics)
     LOG.info("%s: bound %.4f %s (prior %.2e, decoder %.4f, KL sum %.4f)", cfg.name, metrics["nll"], unit,
              metrics["prior"], metrics["decoder"], metrics["kl_sum"])

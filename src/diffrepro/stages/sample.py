@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from ..io import load_checkpoint, load_npz, save_npz
-from ..plots import show_data
+from ..plots import progressive_panel, show_data
 from ..runtime import derive_seed
-from ..sampling import sample
+from ..sampling import progressive, sample
 from ..training import load_trained
 
 LOG = logging.getLogger("diffrepro.sample")
@@ -20,7 +20,7 @@ def add_arguments(p):
     p.add_argument("--run", required=True, help="run name under params runs")
     p.add_argument("--checkpoint", required=True, help="the train stage's model.pt")
     p.add_argument("--data-dir", required=True, help="the run's dataset folder (drawn beside 2-D samples)")
-    p.add_argument("--out-dir", required=True, help="writes samples.npz, samples.png")
+    p.add_argument("--out-dir", required=True, help="writes samples.npz, samples.png, progressive.png")
 
 
 def run(args, params, device):
@@ -40,4 +40,7 @@ def run(args, params, device):
     out = Path(args.out_dir)
     save_npz(out / "samples.npz", x=x)
     show_data(out / "samples.png", x, run_cfg.dataset.data_type, f"{cfg.name}: samples", reference=test)
+    data_type = run_cfg.dataset.data_type
+    frames = progressive(process, model, (8 if data_type == "image" else 500, *shape), generator=gen, device=device)
+    progressive_panel(out / "progressive.png", frames, data_type, f"{cfg.name}: along the reverse chain")
     LOG.info("%s: %d samples of shape %s", cfg.name, len(x), shape)

@@ -1,0 +1,54 @@
+"""The paper configurations: valid, the paper's sizes, selectable with --configfile, and they
+refuse to start without their local data root."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from diffrepro.config import ParamsError, check_local_inputs, load_params
+from diffrepro.families import build_model
+from diffrepro.nets import count_parameters
+
+from .conftest import BIN, ROOT
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_paper_config_is_valid(path):
+    params = load_params(path)
+    assert params.runs
+
+
+def test_cifar10_config_has_the_papers_hyperparameters():
+    run = load_params(ROOT / "configs" / "ddpm-cifar10.yaml").run("cifar10-ddpm")
+    assert count_parameters(build_model(run, (3, 32, 32))) == pytest.approx(35.7e6, rel=0.01)
+    t = run.train
+    assert (t.batch_size, t.lr, t.warmup_steps, t.ema_decay, t.steps) == (128, 2e-4, 5000, 0.9999, 800_000)
+    assert run.diffusion.timesteps == 1000 and run.model.options["preset"] == "ddpm-cifar10"
+    assert run.eval.fid_n == 50_000 and t.hflip
+
+
+def test_missing_root_is_refused_before_any_work(tmp_path):
+    params = load_params(ROOT / "configs" / "ddpm-cifar10.yaml")
+    with pytest.raises(ParamsError, match=r"datasets\.cifar10\.root = 'data/torchvision' does not exist"):
+        check_local_inputs(params)
+
+
+def test_snakemake_selects_a_paper_config(tmp_path):
+    for name in ("Snakefile", "workflow", "params.yaml", "configs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    cmd = [str(BIN / "snakemake"), "-n", "-p", "--cores", "1", "--configfile", "configs/ddpm-cifar10.yaml"]
+    refused = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode != 0 and "datasets.cifar10.root" in refused.stdout + refused.stderr
+    (tmp_path / "data" / "torchvision").mkdir(parents=True)
+    (tmp_path / "data" / "weights").mkdir(parents=True)
+    (tmp_path / "data" / "weights" / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"")
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "--params configs/ddpm-cifar10.yaml" in proc.stdout and "--run cifar10-ddpm" in proc.stdout
+    assert "swissroll" not in proc.stdout  # the paper config replaces params.yaml, it is not merged in
