@@ -23,4 +23,4 @@ test: venv
 	$(BIN)/pytest -q
 
 clean:
-	rm -rf results logs benchmarks .snakemake
+	rm -rf results/data results/features results/runs results/benchmarks results/metrics.* logs .snakemake
