@@ -109,6 +109,8 @@ class InpaintConfig:
     n: int = 16                     # test examples per mask
     masks: tuple = ("right_half",)  # unknown region: right half of the last axis, or a centre square
     mode: str = "noised"            # known values re-noised to step t (DDPM) or clamped (SD-2015 r = δ)
+    denoise_noise: float | None = None  # also denoise observations with this noise (std; flip prob. for bits)
+    r_schedule: str = "constant"    # r(x_t) = r(x_0), or r(x_0)^((T-t)/T) ("annealed")
 
 
 @dataclass(frozen=True)

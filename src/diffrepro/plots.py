@@ -97,12 +97,13 @@ def bound_terms(path, t, term_bits, unit: str, title: str, rate_distortion=None)
 
 
 def inpaint_panel(path, rows: dict, data_type: str, title: str) -> None:
-    """rows: mask name -> (original, masked, inpainted) arrays of one data type; columns side by side."""
+    """rows: mask name (or "denoise") -> (original, masked or noisy, filled) arrays; columns side by side."""
     plt = _plt()
     names = list(rows)
     fig, axes = plt.subplots(len(names), 3, figsize=(9, 3 * len(names)), squeeze=False)
     for r, name in enumerate(names):
-        for c, (label, x) in enumerate(zip(("original", "masked", "inpainted"), rows[name])):
+        labels = ("original", "noisy", "denoised") if name == "denoise" else ("original", "masked", "inpainted")
+        for c, (label, x) in enumerate(zip(labels, rows[name])):
             ax = axes[r, c]
             if data_type == "points":
                 ax.scatter(x[:, 0], x[:, 1], s=3)

@@ -42,6 +42,13 @@ def randn(shape, generator: torch.Generator | None = None, device=None,
     return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
 
 
+def _rand(shape, generator, device) -> torch.Tensor:
+    """Uniform draws on `device` from `generator` wherever it lives (as `randn`)."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
 def _steps(process, progress: bool, desc: str):
     return tqdm(range(process.num_timesteps - 1, -1, -1), desc=desc, disable=not progress,
                 total=process.num_timesteps)
@@ -149,7 +156,81 @@ def progressive(process: DiffusionProcess, model, shape, generator: torch.Genera
     for i in range(process.num_timesteps - 1, -1, -1):
         t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
         if i in keep:
-            pred = process.p_mean_variance(model, x, t)["pred_xstart"] if hasattr(process, "p_mean_variance") else None
+            out = process.p_mean_variance(model, x, t) if hasattr(process, "p_mean_variance") else None
+            pred = out.get("pred_xstart") if isinstance(out, dict) else None
             snapshots.append((i + 1, x.clone(), None if pred is None else pred.clone()))
         x = process.p_sample(model, x, t, generator)
     return snapshots
+
+
+class RSchedule(enum.Enum):
+    """How r(x_0) reaches the intermediate marginals (SD-2015 §2.5.4)."""
+
+    CONSTANT = "constant"  # r(x_t) = r(x_0)
+    ANNEALED = "annealed"  # r(x_t) = r(x_0)^((T - t)/T): the start distribution is untouched
+
+    @classmethod
+    def from_str(cls, value) -> "RSchedule":
+        if isinstance(value, cls):
+            return value
+        for member in cls:
+            if str(value).lower() == member.value:
+                return member
+        raise ValueError(f"unknown r schedule {value!r}; allowed: {', '.join(m.value for m in cls)}")
+
+    def exponent(self, t: int, num_timesteps: int) -> float:
+        """The power of r applied to the marginal at paper time t (0 = data, T = prior)."""
+        return 1.0 if self is RSchedule.CONSTANT else (num_timesteps - t) / num_timesteps
+
+
+def reverse_mean_logvar(process, model, x_t, t):
+    """(mean, log-variance) of a Gaussian reverse step, whichever Gaussian process it is."""
+    out = process.p_mean_variance(model, x_t, t)
+    if isinstance(out, dict):
+        return out["mean"], out["log_variance"]
+    return out
+
+
+@torch.no_grad()
+def denoise(process, model, y: torch.Tensor, noise_level: float, generator: torch.Generator | None = None,
+            schedule: str | RSchedule = "constant", progress: bool = True) -> torch.Tensor:
+    """Sample p̃(x_0) ∝ p(x_0) r(x_0) for an observation y of x_0 (SD-2015 §2.5, multiplying distributions).
+
+    Gaussian processes: r(x) = N(y; x, noise_level² I), smooth, so each reverse step N(m, v) times
+    r(x)^w is again Gaussian: precision 1/v + w/noise_level², mean (m/v + w y/noise_level²)/precision
+    (the perturbed mean). Binomial processes: y is a bit-flipped copy (flip probability
+    noise_level), r(x_j) = 1 − noise_level where x_j = y_j, and the reverse rate is perturbed
+    (`perturbed_flip_rate`). w = r_schedule.exponent(t) at the marginal each step produces.
+    """
+    schedule = RSchedule.from_str(schedule)
+    T = process.num_timesteps
+    n = y.shape[0]
+    binary = hasattr(process, "p_rate")
+    if binary:
+        from .diffusion.binomial import perturbed_flip_rate
+
+        r1 = torch.where(y > 0.5, 1.0 - noise_level, noise_level).double()
+        r0 = 1.0 - r1
+    x = process.prior_sample(tuple(y.shape), generator, y.device)
+    w_T = schedule.exponent(T, T)
+    if w_T > 0:  # r(x_T)^w multiplies the prior too
+        if binary:
+            rate = perturbed_flip_rate(torch.full_like(r1, float(process.p)), r1, r0, w_T)
+            x = (_rand(y.shape, generator, y.device) < rate).to(y.dtype)
+        else:
+            prec = 1.0 + w_T / noise_level ** 2
+            x = (w_T * y / noise_level ** 2 + x * prec ** 0.5) / prec
+    for i in _steps(process, progress, "denoising"):
+        t = torch.full((n,), i, dtype=torch.long, device=y.device)
+        w = schedule.exponent(i, T)
+        if binary:
+            rate1, _ = process.p_rate(model, x, t)
+            rate = perturbed_flip_rate(rate1, r1, r0, w)
+            x = (_rand(y.shape, generator, y.device) < rate).to(y.dtype)
+        else:
+            mean, logvar = reverse_mean_logvar(process, model, x, t)
+            prec = torch.exp(-logvar) + w / noise_level ** 2
+            mean = (mean * torch.exp(-logvar) + w * y / noise_level ** 2) / prec
+            noise = randn(y.shape, generator, y.device, dtype=mean.dtype)
+            x = (mean + noise / prec.sqrt() * (i > 0)).to(y.dtype)
+    return x
