@@ -13,7 +13,7 @@ rule all:
         expand("results/data/{dataset}/preview.png", dataset=DATASETS),
         expand("results/features/{dataset}.pt", dataset=DATASETS),
         expand("results/runs/{run}/{out}", run=RUNS,
-               out=["samples.png", "inpaint.png", "nll_terms.png", "loss.png"]),
+               out=["samples.png", "progressive.png", "inpaint.png", "nll_terms.png", "loss.png", "schedule.png"]),
         "results/metrics.csv",
         "results/metrics.md",
 

@@ -82,3 +82,26 @@ def to_bits(nats, data_type: str, dims: int):
 
 def unit(data_type: str) -> str:
     return {"image": "bits/dim", "binary": "bits/seq", "points": "bits/example"}[data_type]
+
+
+def forward_betas(process):
+    """float64 numpy β_1..T of any process (learned ones included)."""
+    import numpy as np
+
+    if hasattr(process, "consts"):
+        return np.asarray(process.consts.betas, dtype=np.float64)
+    betas = process.betas
+    return betas.detach().double().cpu().numpy() if torch.is_tensor(betas) else np.asarray(betas, np.float64)
+
+
+def entropy_bounds(process, data_type: str, x_train):
+    """SD-2015 §2.6 per-step bounds on H_q(X_{t-1} | X_t), nats per dimension, numpy (lower, upper) [T]."""
+    from .diffusion import entropy
+
+    betas = forward_betas(process)
+    if data_type == "binary":
+        marginal = float(x_train.mean())
+        lower, upper = entropy.entropy_bounds_binomial(betas, process.p, marginal)
+    else:
+        lower, upper = entropy.entropy_bounds_gaussian(betas)
+    return lower.numpy(), upper.numpy()

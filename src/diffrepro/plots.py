@@ -164,3 +164,27 @@ def progressive_panel(path, snapshots, data_type: str, title: str) -> None:
             ax.set_title(f"{label}, t={t}", fontsize=8)
     fig.suptitle(title)
     save_figure(path, fig)
+
+
+def schedule_panel(path, sched, title: str) -> None:
+    """β_t (learned or fixed) and SD-2015's bounds on the reverse-step entropy H_q(X_{t-1} | X_t)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].plot(sched["t"], sched["beta"], lw=1)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("t")
+    axes[0].set_ylabel("β_t")
+    axes[0].set_title("forward schedule")
+    axes[0].grid(alpha=0.3)
+    finite = np.isfinite(sched["entropy_lower_nats"])
+    axes[1].plot(sched["t"], sched["entropy_upper_nats"], lw=1, label="upper: H_q(X_t | X_t-1)")
+    axes[1].plot(sched["t"][finite], sched["entropy_lower_nats"][finite], lw=1, label="lower")
+    axes[1].fill_between(sched["t"][finite], sched["entropy_lower_nats"][finite],
+                         sched["entropy_upper_nats"][finite], alpha=0.2)
+    axes[1].set_xlabel("t")
+    axes[1].set_ylabel("nats per dimension")
+    axes[1].set_title("bounds on H_q(X_t-1 | X_t)")
+    axes[1].legend(fontsize=8)
+    axes[1].grid(alpha=0.3)
+    fig.suptitle(title)
+    save_figure(path, fig)

@@ -9,6 +9,8 @@ rule train:
         metrics="results/runs/{run}/train.json",
         loss="results/runs/{run}/loss.csv",
         curve="results/runs/{run}/loss.png",
+        schedule="results/runs/{run}/schedule.csv",
+        schedule_plot="results/runs/{run}/schedule.png",
     params:
         settings=run_settings("dataset", "model", "diffusion", "train"),
         model=model_settings,

@@ -8,7 +8,8 @@ import pandas as pd
 
 from ..io import load_npz, save_csv, save_json, save_torch
 from ..nets import count_parameters
-from ..plots import loss_curve
+from ..plots import loss_curve, schedule_panel
+from .. import families
 from ..runtime import derive_seed
 from ..training import checkpoint_dict, train
 
@@ -18,7 +19,8 @@ LOG = logging.getLogger("diffrepro.train")
 def add_arguments(p):
     p.add_argument("--run", required=True, help="run name under params runs")
     p.add_argument("--data-dir", required=True, help="the prepare stage's folder for the run's dataset")
-    p.add_argument("--out-dir", required=True, help="writes model.pt, train.json, loss.csv, loss.png")
+    p.add_argument("--out-dir", required=True,
+                   help="writes model.pt, train.json, loss.csv, loss.png, schedule.csv, schedule.png")
 
 
 def run(args, params, device):
@@ -31,6 +33,12 @@ def run(args, params, device):
     hist = pd.DataFrame(result.history)
     save_csv(out / "loss.csv", hist)
     loss_curve(out / "loss.png", hist["step"], hist["loss"], f"{cfg.name}: training loss")
+    betas = families.forward_betas(result.process)
+    lower, upper = families.entropy_bounds(result.process, cfg.dataset.data_type, x_train)
+    sched = pd.DataFrame({"t": range(1, len(betas) + 1), "beta": betas, "entropy_lower_nats": lower,
+                          "entropy_upper_nats": upper})
+    save_csv(out / "schedule.csv", sched)
+    schedule_panel(out / "schedule.png", sched, f"{cfg.name}: β schedule and reverse-step entropy bounds")
     tail = hist["loss"].tail(10).mean()
     metrics = {
         "steps": cfg.train.steps, "final_loss": float(tail), "params": count_parameters(result.model),
