@@ -83,6 +83,7 @@ class DiffusionConfig:
     beta_1: float = 1e-5            # SD-2015 Gaussian: the fixed first-step β
     learn_betas: bool = True        # SD-2015 Gaussian: learn β_2..T by ascent on K
     binomial_p: float = 0.5         # SD-2015 binomial: π = B(p)
+    binomial_reverse: str = "x0_mixture"  # SD-2015 binomial: reverse rate from predicted x0, or direct
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class TrainConfig:
     ema_decay: float = 0.999        # EMA of the weights, used for sampling and evaluation
     grad_clip: float = 1.0          # max global grad norm; 0 turns clipping off
     warmup_steps: int = 0           # linear learning-rate warm-up
+    lr_schedule: str = "constant"   # after warm-up: constant, or linear_decay (flat half, then linearly to 0)
     checkpoint_every: int = 1000    # resumable training state every N steps
     hflip: bool = False             # random horizontal flips (images only)
 
@@ -210,6 +212,11 @@ def _check_references(raw: dict, source: str) -> None:
             raise ParamsError(f"{source}: {where}.diffusion.family = {family!r} cannot model {data_type} data "
                               f"(dataset {run['dataset']!r}); families for {data_type} data: "
                               f"{', '.join(f for f, ts in FAMILY_DATA_TYPES.items() if data_type in ts)}")
+        schedule = run["diffusion"].get("schedule", "linear")
+        allowed = {"ddpm": ("linear", "cosine", "geometric", "constant"), "sd_gaussian": ("geometric", "linear", "sd")}
+        if family in allowed and schedule not in allowed[family]:
+            raise ParamsError(f"{source}: {where}.diffusion.schedule = {schedule!r} is not a {family} schedule; "
+                              f"allowed: {', '.join(allowed[family])}")
         masks = run.get("inpaint", {}).get("masks", [])
         if "center_square" in masks and data_type != "image":
             raise ParamsError(f"{source}: {where}.inpaint.masks contains 'center_square', which needs image data; "

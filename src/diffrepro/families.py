@@ -48,11 +48,12 @@ def build_process(diff: DiffusionConfig, data_type: str):
     if diff.family == "sd_gaussian":
         from .diffusion.sd_gaussian import SDGaussianDiffusion
 
-        return SDGaussianDiffusion(num_timesteps=diff.timesteps, beta_1=diff.beta_1, learn_betas=diff.learn_betas)
+        return SDGaussianDiffusion(num_timesteps=diff.timesteps, beta_1=diff.beta_1, learn_betas=diff.learn_betas,
+                                   beta_schedule_init=diff.schedule, beta_end=diff.beta_end)
     if diff.family == "sd_binomial":
         from .diffusion.binomial import BinomialDiffusion
 
-        return BinomialDiffusion(num_timesteps=diff.timesteps, p=diff.binomial_p)
+        return BinomialDiffusion(num_timesteps=diff.timesteps, p=diff.binomial_p, reverse_type=diff.binomial_reverse)
     raise ValueError(f"unknown diffusion family {diff.family!r}; allowed: {', '.join(FAMILIES)}")
 
 

@@ -43,8 +43,12 @@ def config_hash(run: RunConfig, seed: int, data_shape) -> str:
 
 
 def _lr_at(step: int, run: RunConfig) -> float:
-    warm = run.train.warmup_steps
-    return run.train.lr * min(1.0, (step + 1) / warm) if warm > 0 else run.train.lr
+    """Linear warm-up, then constant or (linear_decay) flat for half the run and linearly to 0."""
+    tc = run.train
+    scale = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps > 0 else 1.0
+    if tc.lr_schedule == "linear_decay":
+        scale *= min(1.0, 2.0 * (1.0 - step / tc.steps))
+    return tc.lr * scale
 
 
 def _random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

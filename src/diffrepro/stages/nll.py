@@ -46,7 +46,7 @@ def l_null_nats(x_train: np.ndarray, x_eval: np.ndarray, data_type: str) -> np.n
 @torch.no_grad()
 def evaluate_bound(process, model, x: np.ndarray, *, batch_size: int, generator, device, desc=None) -> dict:
     """Bound terms over all examples, batched: prior [N], terms [N x T], total [N] (nats), mse when given."""
-    out = {"prior": [], "terms": [], "total": [], "mse": []}
+    out = {"prior": [], "terms": [], "total": [], "mse": [], "k_paper": []}
     for i in progress(range(0, len(x), batch_size), desc=desc):
         xb = torch.as_tensor(x[i:i + batch_size], device=device)
         res = process.bound_terms(model, xb, generator=generator)
@@ -99,6 +99,8 @@ def run(args, params, device):
         metrics["K"] = -metrics["nll"]
         metrics["L_null"] = float(null.mean())
         metrics["K_minus_L_null"] = metrics["K"] - metrics["L_null"]
+    if "k_paper" in res:  # SD-2015 eq. 14, which differs from the exact bound per example (see sd_gaussian.py)
+        metrics["K_paper_eq14"] = float(to_unit(res["k_paper"]).mean())
     if run_cfg.diffusion.family == "sd_gaussian":
         metrics["beta_1"] = run_cfg.diffusion.beta_1
         metrics["data_noise"] = run_cfg.dataset.options.get("noise", 0.0)

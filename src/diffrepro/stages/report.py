@@ -44,6 +44,15 @@ def paper_table(params, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "metric", "paper", "ours", "source"])
 
 
+def family_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """SD-2015 vs DDPM on the same data set, through the same evaluator (the nll stage's bound, one
+    unit per data type) and the same FID feature space at the same count."""
+    cols = {"nll.nll": "nll", "nll.unit": "unit", "fid.fid": "fid", "fid.n": "fid_n"}
+    have = frame[[c for c in ["dataset", "family", "run", *cols] if c in frame.columns]].rename(columns=cols)
+    shared = have.groupby("dataset")["family"].nunique()
+    return have[have["dataset"].isin(shared[shared > 1].index)].sort_values(["dataset", "family"])
+
+
 def _md(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, floatfmt=".4g") if len(frame) else "(none)"
 
@@ -56,7 +65,10 @@ def run(args, params, device):
     headline = frame[[c for c in headline_cols if c in frame.columns]]
     text = ["# diffrepro metrics", "", "One row per run (full columns in metrics.csv). NLL is the variational bound",
             "on the test set over all T terms; FID/KID compare only at equal `fid.n`.", "", _md(headline), "",
-            "## Papers' figures beside this run's", "", _md(paper_table(params, frame)), ""]
+            "## Papers' figures beside this run's", "",
+            "SD-2015's K is a lower bound on log-likelihood (higher is better); our `nll` is −K.", "",
+            _md(paper_table(params, frame)), "",
+            "## SD-2015 vs DDPM on the same data (one evaluator)", "", _md(family_table(frame)), ""]
     save_csv(args.out_csv, frame)
     save_text(args.out_md, "\n".join(text))
     LOG.info("report: %d runs -> %s", len(frame), args.out_csv)
