@@ -8,12 +8,14 @@ step indices. A process whose p_sample takes `clip_denoised` may be passed that 
 """
 from __future__ import annotations
 
-import enum
 import inspect
 from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
+
+from .choices import Choice
+from .diffusion.draws import rand, randn  # noqa: F401  (randn is part of this module's API)
 
 
 class DiffusionProcess(Protocol):
@@ -27,26 +29,6 @@ class DiffusionProcess(Protocol):
                  generator=None) -> torch.Tensor: ...
 
     def p_sample(self, model, x_t: torch.Tensor, t: torch.Tensor, generator) -> torch.Tensor: ...
-
-
-def randn(shape, generator: torch.Generator | None = None, device=None,
-          dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Standard normal draws `shape` on `device`, from `generator` wherever that generator lives.
-
-    A generator on another device (say a CPU generator for CUDA data) draws on its own device and
-    the result is moved, so a seed gives the same numbers whatever device the data is on.
-    """
-    device = torch.device(device) if device is not None else torch.get_default_device()
-    if generator is None or generator.device.type == device.type:
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
-
-
-def _rand(shape, generator, device) -> torch.Tensor:
-    """Uniform draws on `device` from `generator` wherever it lives (as `randn`)."""
-    if generator is None:
-        return torch.rand(shape, device=device)
-    return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
 def _steps(process, progress: bool, desc: str):
@@ -95,21 +77,12 @@ def sample(process: DiffusionProcess, model, shape, generator: torch.Generator |
     return x
 
 
-class InpaintMode(enum.Enum):
+class InpaintMode(Choice):
     """How known coordinates are held during the reverse trajectory."""
 
     NOISED = "noised"    # known coordinates of x_{t-1} are a fresh draw of q(x_{t-1} | x_known)
     CLAMPED = "clamped"  # known coordinates always equal x_known (SD-2015's delta r(x_t) = r(x_0))
 
-    @classmethod
-    def from_str(cls, value) -> "InpaintMode":
-        if isinstance(value, cls):
-            return value
-        for member in cls:
-            if str(value).lower() in (member.value, member.name.lower()):
-                return member
-        allowed = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown inpaint mode {value!r}; allowed: {allowed}")
 
 
 @torch.no_grad()
@@ -163,20 +136,11 @@ def progressive(process: DiffusionProcess, model, shape, generator: torch.Genera
     return snapshots
 
 
-class RSchedule(enum.Enum):
+class RSchedule(Choice):
     """How r(x_0) reaches the intermediate marginals (SD-2015 §2.5.4)."""
 
     CONSTANT = "constant"  # r(x_t) = r(x_0)
     ANNEALED = "annealed"  # r(x_t) = r(x_0)^((T - t)/T): the start distribution is untouched
-
-    @classmethod
-    def from_str(cls, value) -> "RSchedule":
-        if isinstance(value, cls):
-            return value
-        for member in cls:
-            if str(value).lower() == member.value:
-                return member
-        raise ValueError(f"unknown r schedule {value!r}; allowed: {', '.join(m.value for m in cls)}")
 
     def exponent(self, t: int, num_timesteps: int) -> float:
         """The power of r applied to the marginal at paper time t (0 = data, T = prior)."""
@@ -216,7 +180,7 @@ def denoise(process, model, y: torch.Tensor, noise_level: float, generator: torc
     if w_T > 0:  # r(x_T)^w multiplies the prior too
         if binary:
             rate = perturbed_flip_rate(torch.full_like(r1, float(process.p)), r1, r0, w_T)
-            x = (_rand(y.shape, generator, y.device) < rate).to(y.dtype)
+            x = (rand(y.shape, generator, y.device) < rate).to(y.dtype)
         else:
             prec = 1.0 + w_T / noise_level ** 2
             x = (w_T * y / noise_level ** 2 + x * prec ** 0.5) / prec
@@ -226,7 +190,7 @@ def denoise(process, model, y: torch.Tensor, noise_level: float, generator: torc
         if binary:
             rate1, _ = process.p_rate(model, x, t)
             rate = perturbed_flip_rate(rate1, r1, r0, w)
-            x = (_rand(y.shape, generator, y.device) < rate).to(y.dtype)
+            x = (rand(y.shape, generator, y.device) < rate).to(y.dtype)
         else:
             mean, logvar = reverse_mean_logvar(process, model, x, t)
             prec = torch.exp(-logvar) + w / noise_level ** 2

@@ -22,37 +22,20 @@ computed in float64; evaluating long trajectories makes subnormal numbers, so ca
 """
 from __future__ import annotations
 
-import enum
-
 import torch
 
+from diffrepro.choices import Choice
+from diffrepro.diffusion.draws import rand
+from diffrepro.diffusion.schedules import extract
 from diffrepro.diffusion.likelihood import sum_flat
 
 
-class BinomialReverse(enum.Enum):
+class BinomialReverse(Choice):
     """What the network's output parameterises."""
 
     X0_MIXTURE = "x0_mixture"
     DIRECT_RATE = "direct_rate"
 
-    @classmethod
-    def from_str(cls, value) -> "BinomialReverse":
-        if isinstance(value, cls):
-            return value
-        for member in cls:
-            if str(value).lower() in (member.value, member.name.lower()):
-                return member
-        allowed = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown binomial reverse_type {value!r}; allowed: {allowed}")
-
-
-def _extract(arr: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    return arr.to(t.device)[t].reshape(-1, *([1] * (ndim - 1)))
-
-
-def _uniform(shape, generator, device) -> torch.Tensor:
-    where = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=where, dtype=torch.float64).to(device)
 
 
 def bernoulli_kl(q1, p1, q0=None, p0=None) -> torch.Tensor:
@@ -99,29 +82,29 @@ class BinomialDiffusion:
     # ----- forward process ------------------------------------------------------------------
     def prior_sample(self, shape, generator=None, device=None) -> torch.Tensor:
         """x_T ~ B(p), float32 `shape`."""
-        return (_uniform(tuple(shape), generator, device) < self.p).float()
+        return (rand(tuple(shape), generator, device, dtype=torch.float64) < self.p).float()
 
     def q_step_rate(self, x_prev, t) -> torch.Tensor:
         """float64 q(x_{t+1} = 1 | x_t = x_prev) for index t (one forward step)."""
-        beta = _extract(self.betas, t, x_prev.ndim)
+        beta = extract(self.betas, t, x_prev.shape, torch.float64)
         return x_prev.double() * (1.0 - beta) + self.p * beta
 
     def q_rate(self, x_start, t) -> torch.Tensor:
         """float64 q(x_{t+1} = 1 | x_0) for index t."""
-        ac = _extract(self.alphas_cumprod, t, x_start.ndim)
+        ac = extract(self.alphas_cumprod, t, x_start.shape, torch.float64)
         return ac * x_start.double() + (1.0 - ac) * self.p
 
     def q_sample(self, x_start, t, noise=None, generator=None) -> torch.Tensor:
         """x_{t+1} ~ q(x_{t+1} | x_0) in x_start's dtype; `noise` (optional) are U[0, 1) draws."""
-        u = _uniform(x_start.shape, generator, x_start.device) if noise is None else noise.double()
+        u = rand(x_start.shape, generator, x_start.device, dtype=torch.float64) if noise is None else noise.double()
         return (u < self.q_rate(x_start, t)).to(x_start.dtype)
 
     def q_posterior_rate(self, x_start, x_t, t) -> tuple[torch.Tensor, torch.Tensor]:
         """float64 (q(x_t = 1 | x_{t+1}, x_0), q(x_t = 0 | x_{t+1}, x_0)) for index t, where the
         argument `x_t` is the state x_{t+1}; both returned so neither loses precision to 1 - r."""
-        nd = x_t.ndim
-        beta = _extract(self.betas, t, nd)
-        ac_prev = _extract(self.alphas_cumprod_prev, t, nd)
+        shape = x_t.shape
+        beta = extract(self.betas, t, shape, torch.float64)
+        ac_prev = extract(self.alphas_cumprod_prev, t, shape, torch.float64)
         x0, xt = x_start.double(), x_t.double()
         prev1 = ac_prev * x0 + (1.0 - ac_prev) * self.p          # q(x_{t-1} = 1 | x_0)
         prev0 = ac_prev * (1.0 - x0) + (1.0 - ac_prev) * (1.0 - self.p)
@@ -147,7 +130,7 @@ class BinomialDiffusion:
     def p_sample(self, model, x_t, t, generator=None) -> torch.Tensor:
         """x_t ~ p(x_t | x_{t+1}) for index t `[N]` (index 0 gives x_0), in x_t's dtype."""
         rate1, _ = self.p_rate(model, x_t, t)
-        return (_uniform(x_t.shape, generator, x_t.device) < rate1).to(x_t.dtype)
+        return (rand(x_t.shape, generator, x_t.device, dtype=torch.float64) < rate1).to(x_t.dtype)
 
     # ----- the bound ------------------------------------------------------------------------
     def prior_kl(self, x_start) -> torch.Tensor:

@@ -8,8 +8,6 @@ Likelihoods are in nats per example (summed over dimensions) unless a name says 
 """
 from __future__ import annotations
 
-import enum
-
 import torch
 from tqdm.auto import tqdm
 
@@ -18,24 +16,11 @@ from diffrepro.diffusion.likelihood import (
     sum_flat,
 )
 from diffrepro.diffusion.schedules import extract, schedule_constants
-from diffrepro.sampling import randn
+from diffrepro.choices import Choice
+from diffrepro.diffusion.draws import randn
 
 
-class _Choice(enum.Enum):
-    """An enum looked up from its value or name, with an error naming the allowed values."""
-
-    @classmethod
-    def from_str(cls, value):
-        if isinstance(value, cls):
-            return value
-        for member in cls:
-            if str(value).lower() in (member.value, member.name.lower()):
-                return member
-        allowed = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown {cls.__name__} {value!r}; allowed: {allowed}")
-
-
-class ModelMeanType(_Choice):
+class ModelMeanType(Choice):
     """What the network's (first) output predicts."""
 
     EPSILON = "epsilon"        # the noise ε
@@ -43,7 +28,7 @@ class ModelMeanType(_Choice):
     PREVIOUS_X = "previous_x"  # μ̃, the mean of x_{t-1} directly
 
 
-class ModelVarType(_Choice):
+class ModelVarType(Choice):
     """The reverse-step variance σ_t²."""
 
     FIXED_SMALL = "fixed_small"      # β̃_t (log clipped at t = 1)
@@ -52,7 +37,7 @@ class ModelVarType(_Choice):
     LEARNED_RANGE = "learned_range"
 
 
-class LossType(_Choice):
+class LossType(Choice):
     """The training objective."""
 
     SIMPLE = "simple"  # L_simple: MSE on the mean target (ε, x_0 or μ̃)
@@ -63,7 +48,7 @@ class LossType(_Choice):
         return self is not LossType.SIMPLE
 
 
-class Decoder(_Choice):
+class Decoder(Choice):
     """L_0 = −log p(x_0 | x_1)."""
 
     DISCRETIZED = "discretized"  # 8-bit images in [-1, 1], 256 bins

@@ -42,11 +42,6 @@ def gaussian_entropy(logvar) -> torch.Tensor:
     return 0.5 * (math.log(2 * math.pi * math.e) + torch.as_tensor(logvar))
 
 
-def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    """Fast tanh approximation of the standard normal CDF (as in the DDPM reference code)."""
-    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
-
-
 def standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     """Exact standard normal CDF."""
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))

@@ -34,7 +34,6 @@ example. `bound_terms` also returns K_paper and its three entropy terms by name.
 """
 from __future__ import annotations
 
-import enum
 import math
 from typing import NamedTuple
 
@@ -42,10 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffrepro.choices import Choice
+from diffrepro.diffusion.draws import randn
+from diffrepro.diffusion.schedules import extract
 from diffrepro.diffusion.likelihood import gaussian_entropy, normal_kl, sum_flat
 
 
-class SDBetaInit(enum.Enum):
+class SDBetaInit(Choice):
     """Initial β_1..T (β_1 is then replaced by the fixed `beta_1`)."""
 
     GEOMETRIC = "geometric"  # constant ratio from beta_1 to beta_end
@@ -54,15 +56,6 @@ class SDBetaInit(enum.Enum):
     # remaining signal variance, leaving ᾱ_T ~ 1/T (beta_end is ignored)
     SD = "sd"
 
-    @classmethod
-    def from_str(cls, value) -> "SDBetaInit":
-        if isinstance(value, cls):
-            return value
-        for member in cls:
-            if str(value).lower() in (member.value, member.name.lower()):
-                return member
-        allowed = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown beta_schedule_init {value!r}; allowed: {allowed}")
 
 
 def sd_initial_betas(init, num_timesteps: int, beta_1: float, beta_end: float) -> torch.Tensor:
@@ -106,17 +99,6 @@ def sd_schedule(betas: torch.Tensor) -> SDSchedule:
         torch.log(betas[1:]) + torch.log(one_minus_prev[1:]) - torch.log(one_minus[1:]),
     ])
     return SDSchedule(betas, alphas_cumprod, one_minus, coef_start, coef_t, post_logvar)
-
-
-def extract(arr: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    """arr[t] `[N]` reshaped to `[N x 1 x ...]` with `ndim` dimensions, for broadcasting."""
-    return arr.to(t.device)[t].reshape(-1, *([1] * (ndim - 1)))
-
-
-def standard_normal(shape, generator, device) -> torch.Tensor:
-    """float64 N(0, 1) draws on `device` from `generator` wherever it lives (seed-stable)."""
-    where = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=where, dtype=torch.float64).to(device)
 
 
 class SDGaussianDiffusion(nn.Module):
@@ -167,14 +149,14 @@ class SDGaussianDiffusion(nn.Module):
     # ----- forward process ------------------------------------------------------------------
     def prior_sample(self, shape, generator=None, device=None) -> torch.Tensor:
         """x_T ~ π = N(0, I), float32 `shape`."""
-        return standard_normal(tuple(shape), generator, device or self.beta_1.device).float()
+        return randn(tuple(shape), generator, device or self.beta_1.device, dtype=torch.float64).float()
 
     def _q_sample64(self, x_start, t, sched: SDSchedule, noise=None, generator=None):
         x0 = x_start.double()
         if noise is None:
-            noise = standard_normal(x0.shape, generator, x0.device)
-        ac = extract(sched.alphas_cumprod, t, x0.ndim)
-        om = extract(sched.one_minus_alphas_cumprod, t, x0.ndim)
+            noise = randn(x0.shape, generator, x0.device, dtype=torch.float64)
+        ac = extract(sched.alphas_cumprod, t, x0.shape, torch.float64)
+        om = extract(sched.one_minus_alphas_cumprod, t, x0.shape, torch.float64)
         return ac.sqrt() * x0 + om.sqrt() * noise.double()
 
     def q_sample(self, x_start, t, noise=None, generator=None) -> torch.Tensor:
@@ -185,10 +167,10 @@ class SDGaussianDiffusion(nn.Module):
         """float64 mean and log-variance of q(x_t | x_{t+1}, x_0) for index t >= 1 (state x_t is
         the argument `x_t` = x_{t+1} in paper numbering)."""
         sched = sched or self.schedule()
-        nd = x_t.ndim
-        mean = (extract(sched.posterior_mean_coef_start, t, nd) * x_start.double()
-                + extract(sched.posterior_mean_coef_t, t, nd) * x_t.double())
-        return mean, extract(sched.posterior_log_variance, t, nd).expand_as(mean)
+        shape = x_t.shape
+        mean = (extract(sched.posterior_mean_coef_start, t, shape, torch.float64) * x_start.double()
+                + extract(sched.posterior_mean_coef_t, t, shape, torch.float64) * x_t.double())
+        return mean, extract(sched.posterior_log_variance, t, shape, torch.float64).expand_as(mean)
 
     # ----- reverse process ------------------------------------------------------------------
     def p_mean_variance(self, model, x_t, t, sched: SDSchedule | None = None, dtype=None):
@@ -199,7 +181,7 @@ class SDGaussianDiffusion(nn.Module):
         """
         sched = sched or self.schedule()
         x64 = x_t.double()
-        beta = extract(sched.betas, t, x64.ndim)
+        beta = extract(sched.betas, t, x64.shape, torch.float64)
         f_mu, f_sigma = model(x_t.to(dtype or x_t.dtype), t).double().chunk(2, dim=1)
         mean = torch.sqrt(1.0 - beta) * x64 + beta.sqrt() * f_mu
         logit_beta = torch.log(beta) - torch.log1p(-beta)
@@ -212,7 +194,7 @@ class SDGaussianDiffusion(nn.Module):
     def p_sample(self, model, x_t, t, generator=None) -> torch.Tensor:
         """x_t ~ p(x_t | x_{t+1}) for index t `[N]` (index 0 gives x_0), in x_t's dtype."""
         mean, logvar = self.p_mean_variance(model, x_t, t)
-        noise = standard_normal(x_t.shape, generator, x_t.device)
+        noise = randn(x_t.shape, generator, x_t.device, dtype=torch.float64)
         return (mean + torch.exp(0.5 * logvar) * noise).to(x_t.dtype)
 
     # ----- the bound ------------------------------------------------------------------------

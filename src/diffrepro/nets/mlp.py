@@ -4,23 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffrepro.nets.activations import make_activation
 from diffrepro.nets.embeddings import timestep_embedding
-
-# activation name -> module class
-ACTIVATIONS = {
-    "silu": nn.SiLU,
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "tanh": nn.Tanh,
-    "softplus": nn.Softplus,
-}
-
-
-def make_activation(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(sorted(ACTIVATIONS))}")
-    return ACTIVATIONS[name]()
-
 
 class TimeMLP(nn.Module):
     """MLP whose every hidden layer gets a projection of the timestep embedding added before its

@@ -9,43 +9,21 @@ the forward kernel's form and an untrained binomial x_0 prediction is 1/2.
 """
 from __future__ import annotations
 
-import enum
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffrepro.choices import Choice
+from diffrepro.nets.activations import make_activation
+
 # activation name -> module factory (the paper: sigmoid for the toy nets, softplus / leaky ReLU
 # with slope 0.05 in the image code)
-ACTIVATIONS = {
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "softplus": nn.Softplus,
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.05),
-}
-
-
-def make_activation(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(sorted(ACTIVATIONS))}")
-    return ACTIVATIONS[name]()
-
-
-class HiddenKind(enum.Enum):
+class HiddenKind(Choice):
     """The first hidden layer of `SDBumpMLP`."""
 
     DENSE = "dense"  # affine map then the activation
     RBF = "rbf"      # normalised radial basis functions (the paper's swiss-roll net)
 
-    @classmethod
-    def from_str(cls, value) -> "HiddenKind":
-        if isinstance(value, cls):
-            return value
-        for member in cls:
-            if str(value).lower() in (member.value, member.name.lower()):
-                return member
-        raise ValueError(f"unknown hidden_kind {value!r}; allowed: {', '.join(m.value for m in cls)}")
 
 
 def gaussian_bumps(num_timesteps: int, num_bumps: int) -> torch.Tensor:

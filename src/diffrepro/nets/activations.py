@@ -1,0 +1,20 @@
+"""Activation registry shared by the networks."""
+from __future__ import annotations
+
+from torch import nn
+
+ACTIVATIONS = {
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": lambda: nn.LeakyReLU(0.05),
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[name]()
