@@ -3,6 +3,7 @@ the same metrics, re-runs only what a params edit touches, and `dvc metrics diff
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -52,9 +53,14 @@ def test_snakemake_builds_every_output(snakemake_project):
             assert (project / "results" / "runs" / run / name).read_bytes()[:8] == PNG_MAGIC
         nll = json.loads((project / "results" / "runs" / run / "nll.json").read_text())
         assert nll["n"] == min(params["runs"][run]["eval"]["nll_n"], nll["n"]) and nll["nll"] == nll["nll"]
+        inpaint = json.loads((project / "results" / "runs" / run / "inpaint.json").read_text())
+        assert all(v == 0.0 for k, v in inpaint.items() if k.startswith("known_max_abs_err")), inpaint
         assert (project / "logs" / "train" / f"{run}.log").read_text().strip()
         assert (project / "results" / "benchmarks" / "train" / f"{run}.tsv").exists()
         assert not (project / "results" / "runs" / run / "train_state.pt").exists()
+    # no honest bound on heartbeat data lies below its true entropy, log2 5 bits/seq
+    beat = json.loads((project / "results" / "runs" / "beat-sd" / "nll.json").read_text())
+    assert beat["unit"] == "bits/seq" and beat["nll"] >= math.log2(5) - 3 * beat["nll_stderr"]
     assert "| run" in (project / "results" / "metrics.md").read_text()
     again = sh(BIN / "snakemake", "--cores", "2", "-n", cwd=project)
     assert "Nothing to be done" in again
