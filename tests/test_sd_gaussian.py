@@ -170,3 +170,24 @@ def test_sd_networks_shapes_and_bumps():
         SDBumpMLP(data_shape=(2,), activation="swish")
     with pytest.raises(ValueError, match="divisible by 4"):
         build_net("sd_multiscale", data_shape=(1, 6, 6), out_mult=2, num_timesteps=5, num_scales=3)
+
+
+def test_discretized_first_step_matches_the_density_times_the_bin_width_when_the_bin_is_small():
+    """With σ_1 = sqrt(β_1) much wider than an 8-bit bin (2/255), P(bin) ≈ density · bin width, so the
+    discretised first-step NLL ≈ the continuous one − D·log(2/255); and it is never negative."""
+    import math
+
+    from diffrepro.diffusion.sd_gaussian import SDGaussianDiffusion
+
+    g = torch.Generator().manual_seed(0)
+    x0 = (torch.randint(30, 226, (4000, 1, 2, 2), generator=g).float() / 127.5 - 1.0)
+    cont = SDGaussianDiffusion(10, beta_1=0.01, decoder="gaussian")
+    disc = SDGaussianDiffusion(10, beta_1=0.01, decoder="discretized")
+    sched = cont.schedule()
+    c = cont.first_step_nll(x0, sched).mean().item()
+    d = disc.first_step_nll(x0, sched, generator=g).mean().item()
+    assert d == pytest.approx(c - 4 * math.log(2 / 255), abs=0.05)
+    tiny = SDGaussianDiffusion(10, beta_1=1e-6, decoder="discretized")
+    assert (tiny.first_step_nll(x0, tiny.schedule(), generator=g) >= 0).all()
+    with pytest.raises(ValueError, match="gaussian, discretized"):
+        SDGaussianDiffusion(10, decoder="bins")

@@ -49,7 +49,8 @@ def build_process(diff: DiffusionConfig, data_type: str):
         from .diffusion.sd_gaussian import SDGaussianDiffusion
 
         return SDGaussianDiffusion(num_timesteps=diff.timesteps, beta_1=diff.beta_1, learn_betas=diff.learn_betas,
-                                   beta_schedule_init=diff.schedule, beta_end=diff.beta_end)
+                                   beta_schedule_init=diff.schedule, beta_end=diff.beta_end,
+                                   decoder="discretized" if data_type == "image" else "gaussian")
     if diff.family == "sd_binomial":
         from .diffusion.binomial import BinomialDiffusion
 

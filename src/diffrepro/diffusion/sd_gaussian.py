@@ -44,7 +44,9 @@ from torch import nn
 from diffrepro.choices import Choice
 from diffrepro.diffusion.draws import randn
 from diffrepro.diffusion.schedules import extract
-from diffrepro.diffusion.likelihood import gaussian_entropy, normal_kl, sum_flat
+from diffrepro.diffusion.likelihood import (
+    discretized_gaussian_log_likelihood, gaussian_entropy, normal_kl, sum_flat,
+)
 
 
 class SDBetaInit(Choice):
@@ -112,8 +114,11 @@ class SDGaussianDiffusion(nn.Module):
     def __init__(self, num_timesteps: int, beta_1: float = 1e-5, learn_betas: bool = True,
                  beta_schedule_init: str | SDBetaInit = "geometric", beta_end: float = 0.5,
                  beta_min: float = 1e-6, beta_max: float = 1.0 - 1e-5,
-                 variance_coeff_scale: float | None = None):
+                 variance_coeff_scale: float | None = None, decoder: str = "gaussian"):
         super().__init__()
+        if decoder not in ("gaussian", "discretized"):
+            raise ValueError(f"unknown decoder {decoder!r}; allowed: gaussian, discretized")
+        self.decoder = decoder
         if num_timesteps < 2:
             raise ValueError(f"num_timesteps must be >= 2 for SD-2015 diffusion, got {num_timesteps}")
         if not 0.0 < beta_1 < 1.0:
@@ -205,12 +210,22 @@ class SDGaussianDiffusion(nn.Module):
         logvar = torch.log(sched.one_minus_alphas_cumprod[-1]).expand_as(x0)
         return sum_flat(normal_kl(mean, logvar, torch.zeros_like(x0), torch.zeros_like(x0)))
 
-    def first_step_nll(self, x_start, sched: SDSchedule) -> torch.Tensor:
-        """-E_{q(x_1|x_0)} log N(x_0; sqrt(1 - β_1) x_1, β_1) `[N]` nats, in closed form:
-        per dimension ½ log(2π β_1) + ½ (β_1 x_0² + 1 - β_1)."""
+    def first_step_nll(self, x_start, sched: SDSchedule, generator=None) -> torch.Tensor:
+        """-E_{q(x_1|x_0)} log p(x_0 | x_1) `[N]` nats with p(x_0 | x_1) = N(sqrt(1 - β_1) x_1, β_1).
+
+        decoder "gaussian" (continuous data): closed form, per dimension
+        ½ log(2π β_1) + ½ (β_1 x_0² + 1 - β_1). decoder "discretized" (8-bit images in [-1, 1]):
+        the same Gaussian integrated over x_0's 8-bit bin (DDPM's decoder, so SD-2015 and DDPM
+        share one bits/dim), with one draw of x_1 ~ q(x_1 | x_0).
+        """
         x0 = x_start.double()
         b1 = sched.betas[0]
-        return sum_flat(0.5 * torch.log(2 * math.pi * b1) + 0.5 * (b1 * x0 ** 2 + 1.0 - b1))
+        if self.decoder == "gaussian":
+            return sum_flat(0.5 * torch.log(2 * math.pi * b1) + 0.5 * (b1 * x0 ** 2 + 1.0 - b1))
+        first = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+        x1 = self._q_sample64(x_start, first, sched, generator=generator)
+        mean = torch.sqrt(1.0 - b1) * x1
+        return -sum_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * torch.log(b1).expand_as(x0)))
 
     def kl_term(self, model, x_start, t, sched: SDSchedule, generator=None) -> torch.Tensor:
         """KL(q(x_t | x_{t+1}, x_0) ‖ p(x_t | x_{t+1})) `[N]` nats at index t >= 1, with
@@ -228,7 +243,7 @@ class SDGaussianDiffusion(nn.Module):
         where = generator.device if generator is not None else x_start.device
         t = torch.randint(1, T, (n,), generator=generator, device=where).to(x_start.device)
         kl = self.kl_term(model, x_start, t, sched, generator)
-        return self.prior_kl(x_start, sched) + self.first_step_nll(x_start, sched) + (T - 1) * kl
+        return self.prior_kl(x_start, sched) + self.first_step_nll(x_start, sched, generator) + (T - 1) * kl
 
     def bound_terms(self, model, x_start, generator=None) -> dict:
         """Every term of the bound for x_start `[N x ...]`, in nats per example.
@@ -243,7 +258,7 @@ class SDGaussianDiffusion(nn.Module):
         kls = [self.kl_term(model, x_start, torch.full((n,), i, dtype=torch.long, device=x_start.device),
                             sched, generator) for i in range(1, self.num_timesteps)]
         kl = torch.stack(kls, dim=1)
-        first = self.first_step_nll(x_start, sched)
+        first = self.first_step_nll(x_start, sched, generator)
         prior = self.prior_kl(x_start, sched)
         terms = torch.cat([first[:, None], kl], dim=1)
         dims = x_start[0].numel()
