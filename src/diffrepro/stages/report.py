@@ -58,7 +58,8 @@ def _setting(run) -> str:
 def family_table(frame: pd.DataFrame) -> pd.DataFrame:
     """SD-2015 vs DDPM on the same data set, through the same evaluator (the nll stage's bound, one
     unit per data type) and the same FID feature space at the same count."""
-    cols = {"nll.nll": "nll", "nll.unit": "unit", "fid.fid": "fid", "fid.n": "fid_n"}
+    cols = {"nll.nll": "nll", "nll.unit": "unit", "nll.L_null": "L_null", "nll.K_minus_L_null": "K_minus_L_null",
+            "fid.fid": "fid", "fid.n": "fid_n"}
     have = frame[[c for c in ["dataset", "family", "run", *cols] if c in frame.columns]].rename(columns=cols)
     shared = have.groupby("dataset")["family"].nunique()
     return have[have["dataset"].isin(shared[shared > 1].index)].sort_values(["dataset", "family"])
