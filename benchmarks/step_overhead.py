@@ -38,10 +38,14 @@ def bench_run(run, device, repeats: int, inner: int, shape) -> dict:
     torch.manual_seed(0)
     model = families.build_model(run, shape).to(device)
     process = families.build_process(run.diffusion, run.dataset.data_type)
+    if isinstance(process, torch.nn.Module):
+        process.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     b = run.train.batch_size
     x = torch.randn(b, *shape, device=device).clamp(-1, 1)
+    if run.dataset.data_type == "binary":
+        x = (x > 0).float()
     t = torch.randint(0, process.num_timesteps, (b,), device=device)
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -61,6 +65,8 @@ def bench_run(run, device, repeats: int, inner: int, shape) -> dict:
 
     model.eval()
     xs = torch.randn(run.sample.batch_size, *shape, device=device)
+    if run.dataset.data_type == "binary":
+        xs = (xs > 0).float()
     ts = torch.full((xs.shape[0],), process.num_timesteps // 2, dtype=torch.long, device=device)
 
     @torch.no_grad()
@@ -92,18 +98,23 @@ def main():
     configure_threads(args.threads)
     params = load_params(args.params)
     device = pick_device(params.device)
-    shapes = {"points": (2,), "binary": None, "image": None}
     print(f"device {device}, {args.threads} thread(s), median of {args.repeats} x {args.inner}")
     for name, run in params.runs.items():
-        if run.diffusion.family != "ddpm":
-            continue
-        shape = shapes[run.dataset.data_type] or {"digits": (1, 8, 8), "mnist5k": (1, 28, 28)}.get(run.dataset.kind)
+        shape = data_shape(run.dataset)
         if shape is None:
             continue
         r = bench_run(run, device, args.repeats, args.inner, shape)
-        print(f"{name:18s} train step {r['train_step_ms']:.2f} ms vs net fwd+bwd {r['net_fwd_bwd_ms']:.2f} ms "
-              f"(ratio {r['train_ratio']:.2f}, {r['train_images_per_s']:.0f} img/s); "
-              f"p_sample {r['p_sample_ms']:.2f} ms vs net fwd {r['net_fwd_ms']:.2f} ms (ratio {r['sample_ratio']:.2f})")
+        print(f"{name:16s} train step {r['train_step_ms']:7.2f} ms vs net fwd+bwd {r['net_fwd_bwd_ms']:7.2f} ms "
+              f"(ratio {r['train_ratio']:.2f}); p_sample {r['p_sample_ms']:7.2f} ms vs net fwd "
+              f"{r['net_fwd_ms']:7.2f} ms (ratio {r['sample_ratio']:.2f})")
+
+
+def data_shape(ds):
+    """One example's shape for the data sets whose shape the params alone decide."""
+    o = ds.options
+    return {"swissroll": (2,), "heartbeat": (o.get("length", 20),), "digits": (1, 8, 8),
+            "mnist5k": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+            "deadleaves": (1, o.get("image_size", 16), o.get("image_size", 16))}.get(ds.kind)
 
 
 if __name__ == "__main__":
