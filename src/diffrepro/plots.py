@@ -119,21 +119,6 @@ def inpaint_panel(path, rows: dict, data_type: str, title: str) -> None:
     save_figure(path, fig)
 
 
-def line_plot(path, x, ys: dict, xlabel: str, ylabel: str, title: str, logy: bool = False) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, y in ys.items():
-        ax.plot(x, y, lw=1, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if logy:
-        ax.set_yscale("log")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    save_figure(path, fig)
-
-
 def progressive_panel(path, snapshots, data_type: str, title: str) -> None:
     """Snapshots (t, x_t, predicted x_0 or None) along the reverse chain, one column per t.
 

@@ -39,17 +39,6 @@ def pick_device(preference: str = "auto"):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def derive_seed(seed: int, *names: str) -> int:
     """A stable per-stage/per-run seed from the global one (independent of Python's hash salt)."""
     import zlib
