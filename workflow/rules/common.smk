@@ -54,3 +54,15 @@ def run_settings(*keys):
 
 def model_settings(wildcards):
     return config["models"][config["runs"][wildcards.run]["model"]]
+
+
+def run_priority(wildcards):
+    """Schedule the long jobs first: image runs (the U-Nets) before vector ones, then by
+    optimiser work, so on two cores the longest chain starts at once instead of last."""
+    run = PARAMS.runs[wildcards.run]
+    image = run.dataset.data_type == "image"
+    return (100 if image else 0) + run.train.steps * run.train.batch_size / 1e6
+
+
+def dataset_priority(wildcards):
+    return 100 if PARAMS.datasets[wildcards.dataset].data_type == "image" else 0

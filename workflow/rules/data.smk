@@ -14,6 +14,7 @@ rule prepare:
         "logs/prepare/{dataset}.log",
     benchmark:
         "results/benchmarks/prepare/{dataset}.tsv"
+    priority: dataset_priority
     threads: THREADS
     shell:
         "diffrepro prepare --params {PARAMS_FILE} --threads {threads} --log {log}"
@@ -34,6 +35,7 @@ rule features:
         "logs/features/{dataset}.log",
     benchmark:
         "results/benchmarks/features/{dataset}.tsv"
+    priority: dataset_priority
     threads: THREADS
     shell:
         "diffrepro features --params {PARAMS_FILE} --threads {threads} --log {log}"

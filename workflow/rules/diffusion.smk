@@ -20,6 +20,7 @@ rule train:
         "logs/train/{run}.log",
     benchmark:
         "results/benchmarks/train/{run}.tsv"
+    priority: run_priority
     threads: THREADS
     resources:
         gpu=1,
@@ -43,6 +44,7 @@ rule sample:
         "logs/sample/{run}.log",
     benchmark:
         "results/benchmarks/sample/{run}.tsv"
+    priority: run_priority
     threads: THREADS
     shell:
         "diffrepro sample --params {PARAMS_FILE} --threads {threads} --log {log}"
@@ -66,6 +68,7 @@ rule inpaint:
         "logs/inpaint/{run}.log",
     benchmark:
         "results/benchmarks/inpaint/{run}.tsv"
+    priority: run_priority
     threads: THREADS
     shell:
         "diffrepro inpaint --params {PARAMS_FILE} --threads {threads} --log {log}"

@@ -17,6 +17,7 @@ rule nll:
         "logs/nll/{run}.log",
     benchmark:
         "results/benchmarks/nll/{run}.tsv"
+    priority: run_priority
     threads: THREADS
     shell:
         "diffrepro nll --params {PARAMS_FILE} --threads {threads} --log {log}"
@@ -40,6 +41,7 @@ rule fid:
         "logs/fid/{run}.log",
     benchmark:
         "results/benchmarks/fid/{run}.tsv"
+    priority: run_priority
     threads: THREADS
     shell:
         "diffrepro fid --params {PARAMS_FILE} --threads {threads} --log {log}"
