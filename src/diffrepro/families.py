@@ -59,13 +59,8 @@ def build_process(diff: DiffusionConfig, data_type: str):
 
 
 def training_loss(process, model, x_start: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Scalar loss for one batch: DDPM draws t and noise here; SD processes estimate −K themselves."""
-    if hasattr(process, "training_losses"):  # DDPM
-        n = x_start.shape[0]
-        t = torch.randint(0, process.num_timesteps, (n,), generator=generator, device=generator.device)
-        noise = torch.randn(x_start.shape, generator=generator, device=generator.device)
-        t, noise = t.to(x_start.device), noise.to(x_start.device)
-        return process.training_losses(model, x_start, t, noise)["loss"].mean()
+    """Scalar loss for one batch: every process draws its own t and noise (DDPM: L_simple/L_vlb/
+    hybrid; SD-2015: an unbiased estimate of the negative bound)."""
     return process.training_loss(model, x_start, generator=generator).mean()
 
 

@@ -208,6 +208,14 @@ class GaussianDiffusion:
         nll = self.decoder_nll_nats(x_start, out["mean"], out["log_variance"])
         return torch.where(t == 0, nll, kl)
 
+    def training_loss(self, model, x_start, generator=None) -> torch.Tensor:
+        """The process protocol's per-example loss `[N]`: t ~ U{0..T-1} and ε drawn here from
+        `generator` (on its own device), then `training_losses(...)["loss"]`."""
+        where = generator.device if generator is not None else x_start.device
+        t = torch.randint(0, self.num_timesteps, (x_start.shape[0],), generator=generator, device=where)
+        noise = torch.randn(x_start.shape, generator=generator, device=where)
+        return self.training_losses(model, x_start, t.to(x_start.device), noise.to(x_start.device))["loss"]
+
     def training_losses(self, model, x_start, t, noise=None, generator=None):
         """Per-example losses at steps t: dict of "loss" [N], and "mse" [N] and/or "vb" [N].
 
