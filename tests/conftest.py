@@ -34,3 +34,12 @@ def tiny_raw():
 @pytest.fixture
 def default_raw():
     return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def stage_args(stage: str, key, root, params) -> list:
+    """`--params P` plus the declared path flags of one job of `stage`, every path under `root`
+    (as the engines would pass them, from src/diffrepro/pipeline.py)."""
+    from diffrepro import engines, pipeline
+
+    raw = yaml.safe_load(Path(params).read_text())
+    return ["--params", str(params), *engines.job_arguments(pipeline.stage(stage), raw, key, root)]

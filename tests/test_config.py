@@ -10,7 +10,9 @@ from diffrepro.config import DATA_TYPES, ParamsError, load_params, parse_params,
 from diffrepro.data import DATASETS
 from diffrepro.nets import NETS
 
-from .conftest import ROOT, run_cli
+from pathlib import Path
+
+from .conftest import ROOT, TINY_PARAMS, run_cli, stage_args
 
 
 def test_default_and_tiny_params_are_valid(default_raw, tiny_raw):
@@ -78,14 +80,14 @@ def test_workflow_schema_is_the_package_schema():
 
 
 def test_cli_rejects_bad_params_before_touching_outputs(tmp_path, tiny_raw):
-    out = tmp_path / "data"
-    out.mkdir()
+    out = tmp_path / "results" / "data" / "toyroll"
+    out.mkdir(parents=True)
     keep = out / "train.npz"
     keep.write_bytes(b"an earlier result")
     tiny_raw["runs"]["toyroll-ddpm"]["train"]["steps"] = -1
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_raw))
-    proc = run_cli("prepare", "--params", params, "--dataset", "toyroll", "--out-dir", out)
+    proc = run_cli("prepare", *stage_args("prepare", "toyroll", tmp_path, TINY_PARAMS)[2:], "--params", params)
     assert proc.returncode != 0
     assert "runs.toyroll-ddpm.train.steps" in proc.stderr and "-1" in proc.stderr
     assert keep.read_bytes() == b"an earlier result"
@@ -95,19 +97,20 @@ def test_cli_rejects_bad_params_before_touching_outputs(tmp_path, tiny_raw):
 def test_cli_unknown_run_and_missing_input(tmp_path):
     from .conftest import TINY_PARAMS
 
-    proc = run_cli("train", "--params", TINY_PARAMS, "--run", "nope", "--data-dir", tmp_path, "--out-dir", tmp_path)
+    args = stage_args("train", "toyroll-ddpm", tmp_path, TINY_PARAMS)
+    proc = run_cli("train", *[("nope" if a == "toyroll-ddpm" else a) for a in args])
     assert proc.returncode != 0 and "run 'nope'" in proc.stderr and "toyroll-ddpm" in proc.stderr
-    proc = run_cli("train", "--params", TINY_PARAMS, "--run", "toyroll-ddpm", "--data-dir", tmp_path / "none",
-                   "--out-dir", tmp_path)
+    proc = run_cli("train", *args)
     assert proc.returncode != 0 and "train.npz" in proc.stderr and "does not exist" in proc.stderr
 
 
 def test_cli_corrupt_checkpoint(tmp_path):
     from .conftest import TINY_PARAMS
 
-    ckpt = tmp_path / "model.pt"
+    args = stage_args("sample", "toyroll-ddpm", tmp_path, TINY_PARAMS)
+    ckpt = Path(args[args.index("--model") + 1])
+    ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"\x00not a torch file")
-    proc = run_cli("sample", "--params", TINY_PARAMS, "--run", "toyroll-ddpm", "--checkpoint", ckpt,
-                   "--data-dir", tmp_path, "--out-dir", tmp_path)
+    proc = run_cli("sample", *args)
     assert proc.returncode != 0 and "corrupt" in proc.stderr and str(ckpt) in proc.stderr
-    assert not (tmp_path / "samples.npz").exists()
+    assert not (ckpt.parent / "samples.npz").exists()

@@ -1,74 +1,144 @@
-"""Snakemake and DVC declare the same pipeline: the same stages, commands and outputs."""
+"""The pipeline is declared once (src/diffrepro/pipeline.py) and both engines agree with it.
+
+- the committed dvc.yaml is exactly `diffrepro dvc-yaml`;
+- Snakemake (its own DAG, through its API) and DVC (its own index) list the same jobs with the same
+  commands, inputs/deps, outputs and params keys, on the default, tiny and paper configs;
+- every stage's code deps are the modules it imports, transitively.
+"""
 from __future__ import annotations
 
+import json
 import os
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from .conftest import BIN, ROOT, TINY_PARAMS
+from .conftest import BIN, ROOT, TINY_PARAMS, run_cli
 
-PIPELINE_FILES = ("Snakefile", "workflow", "dvc.yaml", "params.yaml")
+PIPELINE_FILES = ("Snakefile", "workflow", "dvc.yaml", "src")
+CONFIGS = {"default": ROOT / "params.yaml", "tiny": TINY_PARAMS,
+           "ddpm-cifar10": ROOT / "configs" / "ddpm-cifar10.yaml", "ddpm-mnist": ROOT / "configs" / "ddpm-mnist.yaml"}
+
+
+def copy_pipeline(dest: Path, params: Path) -> None:
+    for name in PIPELINE_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, dest / name)
+    shutil.copy(params, dest / "params.yaml")
+    raw = yaml.safe_load(params.read_text())
+    for ds in raw["datasets"].values():  # paper configs read local roots: empty stand-ins suffice to plan
+        if "root" in ds:
+            (dest / ds["root"]).mkdir(parents=True, exist_ok=True)
+    for run in raw["runs"].values():
+        weights = run.get("eval", {}).get("inception_weights")
+        if weights:
+            (dest / weights).parent.mkdir(parents=True, exist_ok=True)
+            (dest / weights).write_bytes(b"")
 
 
 def snakemake_jobs(workdir: Path) -> dict:
-    """{stage name: (command, outputs)} from Snakemake's own dry-run listing, stage name = rule@wildcard."""
+    """{rule@wildcard: {command, inputs, outputs, params}} from Snakemake's own DAG."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([str(BIN / "snakemake"), "-n", "-p", "--forceall", "--cores", "1"], cwd=workdir, env=env,
+    proc = subprocess.run([str(BIN / "python"), str(ROOT / "tests" / "snakemake_jobs.py")], cwd=workdir, env=env,
                           capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    jobs = {}
-    for block in re.split(r"\n(?=rule \S+:\n)", proc.stdout):
-        m = re.match(r"rule (\S+):\n", block)
-        if not m or m.group(1) == "all":
-            continue
-        outputs = re.search(r"^\s+output: (.*)$", block, re.M).group(1).split(", ")
-        wildcards = re.search(r"^\s+wildcards: \w+=(\S+)$", block, re.M)
-        command = re.search(r"^Shell command: (.*)$", block, re.M).group(1)
-        name = m.group(1) + (f"@{wildcards.group(1)}" if wildcards else "")
-        jobs[name] = (" ".join(command.split()), sorted(outputs))
-    return jobs
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
 
 
 def dvc_stages(workdir: Path) -> dict:
+    """{stage name: {command, inputs, outputs, params}} from DVC's own index of dvc.yaml."""
     from dvc.repo import Repo
 
     repo = Repo(str(workdir), uninitialized=True)
     stages = {}
     for stage in repo.index.stages:
-        outs = sorted(os.path.relpath(o.fs_path, workdir) for o in stage.outs)
-        stages[stage.name] = (" ".join(stage.cmd.split()), outs)
+        deps = [d for d in stage.deps if not hasattr(d, "params")]
+        params = sorted(p for d in stage.deps if hasattr(d, "params") for p in d.params)
+        stages[stage.name] = {
+            "command": " ".join(stage.cmd.split()),
+            "inputs": sorted(os.path.relpath(d.fs_path, workdir) for d in deps),
+            "outputs": sorted(os.path.relpath(o.fs_path, workdir) for o in stage.outs),
+            "params": params,
+        }
     return stages
 
 
-def copy_pipeline(dest: Path, params: Path) -> None:
-    for name in PIPELINE_FILES[:-1]:
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
-    shutil.copy(params, dest / "params.yaml")
+def covers(dvc_deps, smk_inputs) -> bool:
+    """DVC's deps name the same files as Snakemake's inputs; a DVC folder dep (the report's
+    results/runs) stands for the files under it that Snakemake lists one by one."""
+    files = set(smk_inputs)
+    folders = [d for d in dvc_deps if d not in files]
+    rest = {f for f in files if not any(f.startswith(d.rstrip("/") + "/") for d in folders)}
+    return rest == set(dvc_deps) - set(folders) and all(any(f.startswith(d + "/") for f in files) for d in folders)
 
 
-@pytest.mark.parametrize("params", [ROOT / "params.yaml", TINY_PARAMS], ids=["default", "tiny"])
-def test_snakemake_and_dvc_agree(tmp_path, params):
-    copy_pipeline(tmp_path, params)
+def test_committed_dvc_yaml_is_generated():
+    proc = run_cli("dvc-yaml", check=True)
+    assert proc.stdout == (ROOT / "dvc.yaml").read_text(), \
+        "dvc.yaml drifted from src/diffrepro/pipeline.py: run `diffrepro dvc-yaml > dvc.yaml`"
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_snakemake_and_dvc_agree(tmp_path, config):
+    copy_pipeline(tmp_path, CONFIGS[config])
     smk, dvc = snakemake_jobs(tmp_path), dvc_stages(tmp_path)
     assert sorted(smk) == sorted(dvc)
     for name in smk:
-        assert smk[name][0] == dvc[name][0], f"command of {name} differs"
-        assert smk[name][1] == dvc[name][1], f"outputs of {name} differ"
-    # every stage the CLI knows is in the pipeline
-    from diffrepro.stages import STAGES
+        s, d = smk[name], dvc[name]
+        assert s["command"] == d["command"], f"command of {name} differs"
+        assert s["outputs"] == d["outputs"], f"outputs of {name} differ"
+        assert covers(d["inputs"], s["inputs"]), f"inputs of {name} differ: {s['inputs']} vs {d['inputs']}"
+        assert sorted(s["params"]["settings"]) == d["params"], f"params keys of {name} differ"
+    from diffrepro import pipeline
 
-    assert {n.split("@")[0] for n in smk} == set(STAGES)
+    assert {n.split("@")[0] for n in smk} == set(pipeline.STAGE_NAMES)
+    raw = yaml.safe_load(CONFIGS[config].read_text())
+    assert len(smk) == 1 + 2 * len(raw["datasets"]) + 5 * len(raw["runs"])  # report; prepare, features; 5 per run
+    # every path a command names is an input or output of its job: no stage composes another's file name
+    for name, job in smk.items():
+        words = job["command"].split()
+        paths = [w for w in words if w.startswith("results/")]
+        assert all(p in job["outputs"] or p in job["inputs"] or p == "results/runs" for p in paths), name
+
+
+def test_code_deps_follow_imports():
+    from diffrepro import codedeps, pipeline
+
+    deps = {st.name: set(codedeps.stage_code(st.module)) for st in pipeline.STAGES}
+    src = "src/diffrepro/"
+    # the bound's math reaches every stage that builds a process, and only those
+    for name in ("train", "sample", "inpaint", "nll"):
+        assert {src + "diffusion/gaussian.py", src + "diffusion/sd_gaussian.py", src + "diffusion/binomial.py",
+                src + "families.py", src + "nets/unet.py", src + f"stages/{name}.py"} <= deps[name], name
+    for name in ("prepare", "features", "fid", "report"):
+        assert src + "diffusion/gaussian.py" not in deps[name], name
+    assert src + "metrics/fid.py" in deps["fid"] and src + "metrics/fid.py" in deps["features"]
+    assert src + "paper.py" in deps["report"]
+    assert src + "sampling.py" in deps["sample"] and src + "sampling.py" in deps["inpaint"]
+    # a stage module depends on itself only: an edit of report.py touches the report alone
+    assert [n for n, d in deps.items() if src + "stages/report.py" in d] == ["report"]
+    # the wiring that names stages is not a dependency of any stage
+    assert not any(src + "pipeline.py" in d or src + "cli.py" in d for d in deps.values())
+
+
+def test_code_deps_see_lazy_imports_and_registries(tmp_path, monkeypatch):
+    from diffrepro import codedeps
+
+    # nets/__init__.py imports its architectures by name in a registry (NETS)
+    assert "diffrepro.nets.unet" in codedeps.direct_imports("diffrepro.nets")
+    # families.py imports the processes inside functions
+    assert "diffrepro.diffusion.gaussian" in codedeps.direct_imports("diffrepro.families")
+    # passing through a package only runs its module-level imports, not its registry
+    assert "diffrepro.nets.unet" not in codedeps.closure(["diffrepro.nets.classifier"])
 
 
 def test_snakemake_rejects_bad_params_with_the_key(tmp_path, tiny_raw):
-    import yaml
-
     tiny_raw["runs"]["toyroll-ddpm"]["train"]["steps"] = -3
     copy_pipeline(tmp_path, TINY_PARAMS)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_raw))

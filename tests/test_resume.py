@@ -9,7 +9,9 @@ import time
 import torch
 import yaml
 
-from .conftest import BIN, TINY_PARAMS, run_cli
+from pathlib import Path
+
+from .conftest import BIN, TINY_PARAMS, run_cli, stage_args
 
 
 def _params(tmp_path, tiny_raw):
@@ -23,14 +25,15 @@ def _params(tmp_path, tiny_raw):
 
 def test_killed_training_resumes_to_identical_weights(tmp_path, tiny_raw):
     params = _params(tmp_path, tiny_raw)
-    data = tmp_path / "data"
-    run_cli("prepare", "--params", params, "--dataset", "toyroll", "--out-dir", data, check=True)
-    common = ["--params", params, "--run", "toyroll-ddpm", "--data-dir", data]
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    run_cli("train", *common, "--out-dir", full, check=True)
+    run_cli("prepare", *stage_args("prepare", "toyroll", tmp_path, params), check=True)
+    full_args = stage_args("train", "toyroll-ddpm", tmp_path, params)
+    run_cli("train", *full_args, check=True)
+    full = Path(full_args[full_args.index("--model") + 1]).parent
+    killed = tmp_path / "killed"  # the same job with its outputs in another folder
+    killed_args = [a.replace(str(full), str(killed)) for a in full_args]
 
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.Popen([str(BIN / "diffrepro"), "train", *map(str, common), "--out-dir", str(killed)],
+    proc = subprocess.Popen([str(BIN / "diffrepro"), "train", *killed_args],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = killed / "train_state.pt"
     deadline = time.time() + 120
@@ -43,7 +46,7 @@ def test_killed_training_resumes_to_identical_weights(tmp_path, tiny_raw):
     assert 0 < saved_step < 600
 
     log = tmp_path / "resume.log"
-    run_cli("train", *common, "--out-dir", killed, "--log", log, check=True)
+    run_cli("train", *killed_args, "--log", log, check=True)
     assert f"from step {saved_step}" in log.read_text()
     a = torch.load(full / "model.pt", weights_only=False)
     b = torch.load(killed / "model.pt", weights_only=False)
@@ -57,12 +60,12 @@ def test_killed_training_resumes_to_identical_weights(tmp_path, tiny_raw):
 
 def test_state_of_another_config_is_not_resumed(tmp_path, tiny_raw):
     params = _params(tmp_path, tiny_raw)
-    data, out = tmp_path / "data", tmp_path / "out"
-    run_cli("prepare", "--params", params, "--dataset", "toyroll", "--out-dir", data, check=True)
-    out.mkdir()
+    run_cli("prepare", *stage_args("prepare", "toyroll", tmp_path, params), check=True)
+    args = stage_args("train", "toyroll-ddpm", tmp_path, params)
+    out = Path(args[args.index("--model") + 1]).parent
+    out.mkdir(parents=True)
     torch.save({"config_hash": "someone-else", "step": 300}, out / "train_state.pt")
     log = tmp_path / "train.log"
-    run_cli("train", "--params", params, "--run", "toyroll-ddpm", "--data-dir", data, "--out-dir", out,
-            "--log", log, check=True)
+    run_cli("train", *args, "--log", log, check=True)
     assert "another config" in log.read_text()
     assert torch.load(out / "model.pt", weights_only=False)["history"]["step"][0] == 10

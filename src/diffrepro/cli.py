@@ -14,26 +14,67 @@ import sys
 # OpenMP threads must sleep, not spin, when two jobs share the cores; set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .stages import STAGES  # noqa: E402
+from . import pipeline  # noqa: E402
+from .pipeline import Collect  # noqa: E402
 
 LOG = logging.getLogger("diffrepro")
+TOOLS = {
+    "dvc-yaml": "print dvc.yaml generated from the pipeline declaration (src/diffrepro/pipeline.py)",
+    "sync": "after `dvc repro` (or `snakemake`): record the built outputs in the other engine's state",
+}
+
+
+def add_stage_arguments(p: argparse.ArgumentParser, st: pipeline.Stage) -> None:
+    """One flag per wildcard, input and output of the declared stage (all required)."""
+    p.add_argument("--params", required=True, help="params.yaml (the whole pipeline's configuration)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: params threads)")
+    p.add_argument("--log", default=None, help="also append log lines to this file")
+    if st.wildcard:
+        p.add_argument(f"--{st.wildcard}", required=True, help=f"{st.wildcard} name under params {st.wildcard}s")
+    for inp in st.inputs:
+        what = (f"folder holding every run's {', '.join(f'{s}.{o}' for s, o in inp.outputs)}"
+                if isinstance(inp, Collect) else f"input: the {inp.stage} stage's {inp.output} "
+                f"({pipeline.producer(inp).path})")
+        p.add_argument("--" + inp.name.replace("_", "-"), dest=inp.name, required=True, help=what)
+    for out in st.outputs:
+        p.add_argument("--" + out.name.replace("_", "-"), dest=out.name, required=True,
+                       help=f"output ({out.path})")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffrepro", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    for name in STAGES:
-        module = importlib.import_module(f"diffrepro.stages.{name}")
-        p = sub.add_parser(name, help=module.__doc__.splitlines()[0])
-        p.add_argument("--params", required=True, help="params.yaml (the whole pipeline's configuration)")
-        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: params threads)")
-        p.add_argument("--log", default=None, help="also append log lines to this file")
-        module.add_arguments(p)
+    for st in pipeline.STAGES:
+        module = importlib.import_module(st.module)
+        p = sub.add_parser(st.name, help=module.__doc__.splitlines()[0])
+        add_stage_arguments(p, st)
+        if hasattr(module, "add_arguments"):  # options of the stage's own beyond its declared paths
+            module.add_arguments(p)
+    for name, help_text in TOOLS.items():
+        sub.add_parser(name, help=help_text)
     return parser
+
+
+def run_tool(args) -> int:
+    if args.stage == "dvc-yaml":
+        from .engines import render_dvc_yaml
+
+        sys.stdout.write(render_dvc_yaml())
+        return 0
+    from .sync import SyncError, sync
+
+    try:
+        print(f"diffrepro sync: {sync('.')}")
+    except SyncError as exc:
+        print(f"diffrepro sync: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.stage in TOOLS:
+        return run_tool(args)
     from .runtime import setup_logging
 
     setup_logging(args.log)
@@ -48,7 +89,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--threads = {threads} is not allowed; it must be a whole number >= 1")
         configure_threads(threads)
         device = pick_device(params.device)
-        module = importlib.import_module(f"diffrepro.stages.{args.stage}")
+        module = importlib.import_module(pipeline.stage(args.stage).module)
         LOG.info("%s on %s with %d thread(s)", args.stage, device, threads)
         module.run(args, params, device)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:

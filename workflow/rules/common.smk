@@ -6,6 +6,7 @@ import sys
 import yaml
 from snakemake.utils import min_version, validate
 
+from diffrepro import engines
 from diffrepro.config import check_local_inputs, parse_params
 
 min_version("9.0")
@@ -39,23 +40,6 @@ wildcard_constraints:
     dataset="|".join(re.escape(d) for d in DATASETS),
 
 
-def run_dataset(wildcards):
-    return config["runs"][wildcards.run]["dataset"]
-
-
-def data_dir(wildcards):
-    return f"results/data/{run_dataset(wildcards)}"
-
-
-def run_settings(*keys):
-    """A params: function returning the run's settings under `keys` (Snakemake re-runs when they change)."""
-    return lambda wildcards: {k: config["runs"][wildcards.run][k] for k in keys}
-
-
-def model_settings(wildcards):
-    return config["models"][config["runs"][wildcards.run]["model"]]
-
-
 def run_priority(wildcards):
     """Schedule the long jobs first: image runs (the U-Nets) before vector ones, then by
     optimiser work, so on two cores the longest chain starts at once instead of last."""
@@ -66,3 +50,10 @@ def run_priority(wildcards):
 
 def dataset_priority(wildcards):
     return 100 if PARAMS.datasets[wildcards.dataset].data_type == "image" else 0
+
+
+onsuccess:
+    # One checkout, both engines: a complete build is recorded in dvc.lock (diffrepro.sync).
+    from diffrepro.sync import after_snakemake
+
+    after_snakemake(".", PARAMS_FILE)

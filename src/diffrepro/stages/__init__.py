@@ -1,2 +1,4 @@
-"""Pipeline stages: one module per `diffrepro <stage>` subcommand, each with add_arguments and run."""
-STAGES = ("prepare", "features", "train", "sample", "inpaint", "nll", "fid", "report")
+"""Pipeline stages: one module per `diffrepro <stage>` subcommand, each with `run(args, params, device)`.
+
+Which stages exist, and their inputs, outputs and params, is declared in `diffrepro.pipeline`.
+"""

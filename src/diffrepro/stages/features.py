@@ -2,27 +2,19 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from ..io import load_npz, save_json
 from ..runtime import derive_seed
 
 LOG = logging.getLogger("diffrepro.features")
 
 
-def add_arguments(p):
-    p.add_argument("--dataset", required=True, help="dataset name under params datasets")
-    p.add_argument("--data-dir", required=True, help="the prepare stage's folder for this dataset")
-    p.add_argument("--out", required=True, help="extractor checkpoint (.pt); a .json with its metrics beside it")
-
-
 def run(args, params, device):
     from ..metrics import fid
 
     ds = params.dataset(args.dataset)
-    train = load_npz(Path(args.data_dir) / "train.npz", "training data")
-    test = load_npz(Path(args.data_dir) / "test.npz", "test data")
-    out = Path(args.out)
+    train = load_npz(args.train, "training data")
+    test = load_npz(args.test, "test data")
+    out = args.extractor
     if ds.labelled and "y" in train:
         cfg = {"steps": 1500, "batch_size": 128, "lr": 1e-3, **ds.classifier}
         model, metrics = fid.train_feature_classifier(
@@ -34,4 +26,4 @@ def run(args, params, device):
         fid.save_extractor(out, None, fid.identity_extractor_meta(tuple(train["x"].shape[1:])))
         metrics = {"extractor": "identity"}
         LOG.info("%s: unlabelled data, identity features", ds.name)
-    save_json(out.with_suffix(".json"), {"dataset": ds.name, **metrics})
+    save_json(args.metrics, {"dataset": ds.name, **metrics})

@@ -6,20 +6,10 @@ the count, so only equal counts compare.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from ..io import load_npz, require_file, save_json
 from ..runtime import derive_seed
 
 LOG = logging.getLogger("diffrepro.fid")
-
-
-def add_arguments(p):
-    p.add_argument("--run", required=True, help="run name under params runs")
-    p.add_argument("--samples", required=True, help="the sample stage's samples.npz")
-    p.add_argument("--data-dir", required=True, help="the run's dataset folder")
-    p.add_argument("--extractor", required=True, help="the features stage's extractor .pt")
-    p.add_argument("--out", required=True, help="metrics JSON")
 
 
 def run(args, params, device):
@@ -28,9 +18,8 @@ def run(args, params, device):
     cfg = params.run(args.run)
     require_file(args.extractor, "feature extractor")
     samples = load_npz(args.samples, "samples")["x"]
-    data_dir = Path(args.data_dir)
-    test = load_npz(data_dir / "test.npz", "test data")["x"]
-    train = load_npz(data_dir / "train.npz", "training data")["x"]
+    test = load_npz(args.test, "test data")["x"]
+    train = load_npz(args.train, "training data")["x"]
     n = min(cfg.eval.fid_n, len(samples), len(test), len(train))
     seed = derive_seed(params.seed, "fid", cfg.name)
     model_scores = fid.fid_kid(samples[:n], test[:n], args.extractor, device=device, seed=seed)
@@ -41,5 +30,5 @@ def run(args, params, device):
         m = min(cfg.eval.fid_n, len(samples), len(train))
         inception = fid.inception_fid_kid(samples[:m], train[:m], cfg.eval.inception_weights, device=device, seed=seed)
         metrics.update(fid_inception=inception["fid"], kid_inception=inception["kid_mean"], n_inception=m)
-    save_json(args.out, metrics)
+    save_json(args.metrics, metrics)
     LOG.info("%s: FID %.3f (floor %.3f) at n=%d", cfg.name, metrics["fid"], metrics["fid_floor_train_vs_test"], n)

@@ -7,8 +7,6 @@ half the image side. Reports the MSE on the hidden values, beside a mean-fill ba
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -48,19 +46,11 @@ def observe(x: np.ndarray, noise: float, data_type: str, generator: torch.Genera
     return (x + noise * gauss).astype(np.float32)
 
 
-def add_arguments(p):
-    p.add_argument("--run", required=True, help="run name under params runs")
-    p.add_argument("--checkpoint", required=True, help="the train stage's model.pt")
-    p.add_argument("--data-dir", required=True, help="the run's dataset folder")
-    p.add_argument("--out-dir", required=True, help="writes inpaint.json, inpaint.npz, inpaint.png")
-
-
 def run(args, params, device):
     cfg = params.run(args.run)
-    ckpt = load_checkpoint(args.checkpoint)
-    data_dir = Path(args.data_dir)
-    test = load_npz(data_dir / "test.npz", "test data")["x"]
-    train_mean = load_npz(data_dir / "train.npz", "training data")["x"].mean(axis=0)
+    ckpt = load_checkpoint(args.model)
+    test = load_npz(args.test, "test data")["x"]
+    train_mean = load_npz(args.train, "training data")["x"].mean(axis=0)
     run_cfg, model, process = load_trained(ckpt, device)
     data_type = run_cfg.dataset.data_type
     x_known = test[: cfg.inpaint.n]
@@ -93,7 +83,6 @@ def run(args, params, device):
         arrays.update(denoise_noisy=noisy.astype(np.float32), denoise_filled=cleaned.astype(np.float32))
         LOG.info("%s denoise: MSE %.4f (observation %.4f)", cfg.name, metrics["mse_denoise"],
                  metrics["mse_noisy_observation"])
-    out = Path(args.out_dir)
-    save_npz(out / "inpaint.npz", original=x_known.astype(np.float32), **arrays)
-    inpaint_panel(out / "inpaint.png", panels, data_type, f"{cfg.name}: inpainting ({cfg.inpaint.mode})")
-    save_json(out / "inpaint.json", metrics)
+    save_npz(args.arrays, original=x_known.astype(np.float32), **arrays)
+    inpaint_panel(args.panel, panels, data_type, f"{cfg.name}: inpainting ({cfg.inpaint.mode})")
+    save_json(args.metrics, metrics)

@@ -7,8 +7,6 @@ K − L_null in the paper's units.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
@@ -21,13 +19,6 @@ from ..runtime import derive_seed, progress
 from ..training import load_trained
 
 LOG = logging.getLogger("diffrepro.nll")
-
-
-def add_arguments(p):
-    p.add_argument("--run", required=True, help="run name under params runs")
-    p.add_argument("--checkpoint", required=True, help="the train stage's model.pt")
-    p.add_argument("--data-dir", required=True, help="the run's dataset folder")
-    p.add_argument("--out-dir", required=True, help="writes nll.json, nll_terms.csv, nll_terms.png")
 
 
 def l_null_nats(x_train: np.ndarray, x_eval: np.ndarray, data_type: str) -> np.ndarray:
@@ -78,10 +69,9 @@ def rate_distortion(res: dict, alphas_cumprod, to_unit, data_type: str) -> dict:
 
 def run(args, params, device):
     cfg = params.run(args.run)
-    ckpt = load_checkpoint(args.checkpoint)
-    data_dir = Path(args.data_dir)
-    x_test = load_npz(data_dir / "test.npz", "test data")["x"][: cfg.eval.nll_n]
-    x_train = load_npz(data_dir / "train.npz", "training data")["x"]
+    ckpt = load_checkpoint(args.model)
+    x_test = load_npz(args.test, "test data")["x"][: cfg.eval.nll_n]
+    x_train = load_npz(args.train, "training data")["x"]
     run_cfg, model, process = load_trained(ckpt, device)
     data_type = run_cfg.dataset.data_type
     dims = int(np.prod(x_test.shape[1:]))
@@ -113,10 +103,9 @@ def run(args, params, device):
     if "mse" in res and hasattr(process, "consts"):
         rd = rate_distortion(res, process.consts.alphas_cumprod, to_unit, data_type)
         terms["rate"], terms["distortion"] = rd["rate"], rd["distortion"]
-    out = Path(args.out_dir)
-    save_csv(out / "nll_terms.csv", terms)
-    plot_terms(out / "nll_terms.png", terms["t"], terms["term"], unit, f"{cfg.name}: bound terms (L_0 at t=1)",
+    save_csv(args.terms, terms)
+    plot_terms(args.plot, terms["t"], terms["term"], unit, f"{cfg.name}: bound terms (L_0 at t=1)",
                rate_distortion=None if rd is None else (rd["rate"], rd["distortion"], rd["distortion_unit"]))
-    save_json(out / "nll.json", metrics)
+    save_json(args.metrics, metrics)
     LOG.info("%s: bound %.4f %s (prior %.2e, decoder %.4f, KL sum %.4f)", cfg.name, metrics["nll"], unit,
              metrics["prior"], metrics["decoder"], metrics["kl_sum"])

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from ..io import save_json, save_npz
 from ..plots import show_data
 from ..runtime import derive_seed
@@ -11,24 +9,18 @@ from ..runtime import derive_seed
 LOG = logging.getLogger("diffrepro.prepare")
 
 
-def add_arguments(p):
-    p.add_argument("--dataset", required=True, help="dataset name under params datasets")
-    p.add_argument("--out-dir", required=True, help="writes train.npz, test.npz, info.json, preview.png")
-
-
 def run(args, params, device):
     from ..data import load_dataset
 
     ds = params.dataset(args.dataset)
     split = load_dataset(ds.kind, seed=derive_seed(params.seed, "data", ds.name), **ds.options)
-    out = Path(args.out_dir)
-    for name, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test)):
+    for path, x, y in ((args.train, split.x_train, split.y_train), (args.test, split.x_test, split.y_test)):
         arrays = {"x": x} if y is None else {"x": x, "y": y}
-        save_npz(out / f"{name}.npz", **arrays)
+        save_npz(path, **arrays)
     info = {"dataset": ds.name, "kind": ds.kind, "data_type": split.data_type,
             "n_train": int(len(split.x_train)), "n_test": int(len(split.x_test)),
             "shape": list(split.x_train.shape[1:]), **split.info}
-    save_json(out / "info.json", info)
-    show_data(out / "preview.png", split.x_train[:100], split.data_type, f"{ds.name} (train)")
+    save_json(args.info, info)
+    show_data(args.preview, split.x_train[:100], split.data_type, f"{ds.name} (train)")
     LOG.info("%s: %d train, %d test examples of shape %s", ds.name, len(split.x_train), len(split.x_test),
              tuple(split.x_train.shape[1:]))

@@ -7,26 +7,24 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import pipeline
 from ..io import load_json, save_csv, save_text
 from ..paper import PAPER_FIGURES
 
 LOG = logging.getLogger("diffrepro.report")
-STAGE_FILES = ("train", "nll", "fid", "inpaint")
-
-
-def add_arguments(p):
-    p.add_argument("--runs-dir", required=True, help="folder holding one sub-folder of metrics per run")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
 
 
 def gather(params, runs_dir: Path) -> pd.DataFrame:
+    """One row per run: every scalar of each collected metrics file, as `<stage>.<key>`; where a
+    run's file lies under `runs_dir` comes from the pipeline declaration."""
+    collect = next(i for i in pipeline.stage("report").inputs if isinstance(i, pipeline.Collect))
     rows = []
     for name, run in params.runs.items():
         row = {"run": name, "dataset": run.dataset.name, "family": run.diffusion.family,
                "T": run.diffusion.timesteps, "model": run.model.name}
-        for stage in STAGE_FILES:
-            metrics = load_json(runs_dir / name / f"{stage}.json", f"{stage} metrics of run {name!r}")
+        for stage, output in collect.outputs:
+            path = pipeline.collected_file(collect, runs_dir, stage, output, name)
+            metrics = load_json(path, f"{stage} metrics of run {name!r}")
             for key, value in metrics.items():
                 if isinstance(value, (int, float, str)) and not isinstance(value, bool):
                     row[f"{stage}.{key}"] = value
@@ -81,6 +79,6 @@ def run(args, params, device):
             "SD-2015's K is a lower bound on log-likelihood (higher is better); our `nll` is −K.", "",
             _md(paper_table(params, frame)), "",
             "## SD-2015 vs DDPM on the same data (one evaluator)", "", _md(family_table(frame)), ""]
-    save_csv(args.out_csv, frame)
-    save_text(args.out_md, "\n".join(text))
-    LOG.info("report: %d runs -> %s", len(frame), args.out_csv)
+    save_csv(args.csv, frame)
+    save_text(args.md, "\n".join(text))
+    LOG.info("report: %d runs -> %s", len(frame), args.csv)

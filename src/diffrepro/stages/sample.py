@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -16,17 +14,10 @@ from ..training import load_trained
 LOG = logging.getLogger("diffrepro.sample")
 
 
-def add_arguments(p):
-    p.add_argument("--run", required=True, help="run name under params runs")
-    p.add_argument("--checkpoint", required=True, help="the train stage's model.pt")
-    p.add_argument("--data-dir", required=True, help="the run's dataset folder (drawn beside 2-D samples)")
-    p.add_argument("--out-dir", required=True, help="writes samples.npz, samples.png, progressive.png")
-
-
 def run(args, params, device):
     cfg = params.run(args.run)
-    ckpt = load_checkpoint(args.checkpoint)
-    test = load_npz(Path(args.data_dir) / "test.npz", "test data")["x"]
+    ckpt = load_checkpoint(args.model)
+    test = load_npz(args.test, "test data")["x"]  # drawn beside 2-D samples
     run_cfg, model, process = load_trained(ckpt, device)
     gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "sample", cfg.name))
     shape = tuple(ckpt["data_shape"])
@@ -37,10 +28,9 @@ def run(args, params, device):
                              clip_denoised=cfg.sample.clip_denoised and run_cfg.dataset.data_type == "image").cpu())
         left -= b
     x = torch.cat(chunks).numpy().astype(np.float32)
-    out = Path(args.out_dir)
-    save_npz(out / "samples.npz", x=x)
-    show_data(out / "samples.png", x, run_cfg.dataset.data_type, f"{cfg.name}: samples", reference=test)
+    save_npz(args.samples, x=x)
+    show_data(args.picture, x, run_cfg.dataset.data_type, f"{cfg.name}: samples", reference=test)
     data_type = run_cfg.dataset.data_type
     frames = progressive(process, model, (8 if data_type == "image" else 500, *shape), generator=gen, device=device)
-    progressive_panel(out / "progressive.png", frames, data_type, f"{cfg.name}: along the reverse chain")
+    progressive_panel(args.progressive, frames, data_type, f"{cfg.name}: along the reverse chain")
     LOG.info("%s: %d samples of shape %s", cfg.name, len(x), shape)

@@ -1,0 +1,42 @@
+# Every stage of the pipeline as a Snakemake rule, generated from the one declaration in
+# src/diffrepro/pipeline.py: inputs (plus the source files the stage's code imports), outputs,
+# params keys and the shell command all come from there (diffrepro.engines); dvc.yaml is rendered
+# from the same table. To add or change a stage, edit pipeline.py, not this file.
+from diffrepro import engines, pipeline
+
+
+def _priority(st):
+    """Long jobs first: image runs (the U-Nets) before vector ones, then by optimiser work."""
+    if st.wildcard == "run":
+        return run_priority
+    if st.wildcard == "dataset":
+        return dataset_priority
+    return 0
+
+
+def declare_rule(st):
+    """One rule for one declared stage (a function, so each rule's command binds its own stage)."""
+
+    rule:
+        name:
+            st.name
+        input:
+            unpack(engines.snakemake_inputs(st, config)),
+        output:
+            **engines.snakemake_outputs(st),
+        params:
+            settings=engines.snakemake_params(st, config),
+        log:
+            st.log,
+        benchmark:
+            st.benchmark
+        priority: _priority(st)
+        threads: THREADS
+        resources:
+            gpu=int(st.gpu),
+        shell:
+            engines.command(st, "snakemake", PARAMS_FILE)
+
+
+for _st in pipeline.STAGES:
+    declare_rule(_st)
