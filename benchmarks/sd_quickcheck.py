@@ -58,7 +58,7 @@ def train(process, model, x_train, budget_s, batch, lr, gen, log_every=200):
 
 def evaluate(process, model, x_eval, gen, chunk=1000):
     with torch.no_grad():
-        totals = torch.cat([process.bound_terms(model, x, gen)["total"] for x in x_eval.split(chunk)])
+        totals = torch.cat([process.bound_terms(model, x, gen).total for x in x_eval.split(chunk)])
     bits = nats_to_bits(totals)
     return float(bits.mean()), float(bits.std() / math.sqrt(len(bits)))
 
@@ -94,7 +94,7 @@ def swissroll(budget_s: float, seed: int) -> dict:
     steps, wall = train(process, model, x_train, budget_s, batch=2048, lr=3e-3, gen=gen)
     nll_bits, se = evaluate(process, model, x_test, gen)
     with torch.no_grad():
-        k_paper = float(nats_to_bits(process.bound_terms(model, x_test, gen)["k_paper"].mean()))
+        k_paper = float(nats_to_bits(process.bound_terms(model, x_test, gen).extras["k_paper"].mean()))
     l_null_bits = float(nats_to_bits(l_null_gaussian(x_train, x_test).mean()))
     print(f"swissroll: T={T} beta_1={beta_1:g} learned β, {steps} steps in {wall:.0f}s; "
           f"K = {-nll_bits:.3f} ± {se:.3f} bits (paper's eq.-14 K {k_paper:.3f}), L_null = {l_null_bits:.3f}, "

@@ -6,6 +6,7 @@ import torch
 
 from diffrepro.diffusion.binomial import BinomialDiffusion
 from diffrepro.diffusion.gaussian import GaussianDiffusion
+from diffrepro.diffusion.protocol import GaussianReverse, ReverseStep
 from diffrepro.diffusion.schedules import get_betas
 from diffrepro.sampling import RSchedule, denoise
 
@@ -16,18 +17,20 @@ def gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-class LinearGaussianProcess:
+class LinearGaussianProcess(GaussianReverse):
     """A reverse process with p(x_i | x_{i+1}) = N(a_i x_{i+1} + b_i, c_i) and a N(0, 1) prior."""
 
     def __init__(self, a, b, c):
+        super().__init__()
         self.a, self.b, self.c = (torch.as_tensor(v, dtype=torch.float64) for v in (a, b, c))
         self.num_timesteps = len(a)
 
     def prior_sample(self, shape, generator, device):
         return torch.randn(shape, generator=generator, dtype=torch.float64)
 
-    def p_mean_variance(self, model, x_t, t):
-        return self.a[t][:, None] * x_t + self.b[t][:, None], torch.log(self.c[t])[:, None].expand_as(x_t)
+    def reverse_step(self, model, x_t, t, clip_denoised=None):
+        return ReverseStep(mean=self.a[t][:, None] * x_t + self.b[t][:, None],
+                           log_variance=torch.log(self.c[t])[:, None].expand_as(x_t))
 
 
 def procedure_moments(proc, y, sigma, schedule):

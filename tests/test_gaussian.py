@@ -196,7 +196,7 @@ def test_bound_matches_monte_carlo_over_forward_trajectories():
     x_start += torch.tensor([1.0, -0.5], dtype=F64)
     proc = GaussianDiffusion(betas, var_type="fixed_large", decoder="gaussian")
     with torch.no_grad():
-        bound = proc.bound_terms(model, x_start, generator=g)["total"]
+        bound = proc.bound_terms(model, x_start, generator=g).total
         # E_q[log q(x_{1:T} | x_0) − log p(x_{0:T})] along forward chains, by the paper's formulas
         log_q = torch.zeros(n, dtype=F64)
         log_p = torch.zeros(n, dtype=F64)
@@ -242,15 +242,15 @@ def test_oracle_posterior_leaves_only_prior_and_decoder(mean_type):
     x_start = torch.randn(16, 3, dtype=F64, generator=gen(6))
     proc = GaussianDiffusion(betas, mean_type=mean_type, var_type="fixed_small", decoder="gaussian")
     out = proc.bound_terms(posterior_oracle(betas, x_start, mean_type), x_start, generator=gen(7))
-    assert out["terms"].shape == (16, T) and out["mse"].shape == (16, T)
-    assert out["terms"][:, 1:].abs().max().item() < 1e-9
-    torch.testing.assert_close(out["total"], out["prior"] + out["terms"].sum(1))
-    torch.testing.assert_close(out["total"], proc.prior_kl_nats(x_start) + out["terms"][:, 0])
+    assert out.terms.shape == (16, T) and out.extras["eps_mse"].shape == (16, T)
+    assert out.terms[:, 1:].abs().max().item() < 1e-9
+    torch.testing.assert_close(out.total, out.prior + out.terms.sum(1))
+    torch.testing.assert_close(out.total, proc.prior_kl_nats(x_start) + out.terms[:, 0])
     # μ̃ at t = 1 is x_0 itself, and σ² there is the clipped β̃_2: L_0 = D/2 · log(2π β̃_2)
     expected_l0 = torch.full((16,), 3 * 0.5 * math.log(2 * math.pi * post_var[1]), dtype=F64)
-    torch.testing.assert_close(out["terms"][:, 0], expected_l0)
+    torch.testing.assert_close(out.terms[:, 0], expected_l0)
     if mean_type == "epsilon":
-        assert out["mse"].max().item() < 1e-12
+        assert out.extras["eps_mse"].max().item() < 1e-12
 
 
 def test_discretized_decoder_term_of_the_oracle():
@@ -273,7 +273,7 @@ def test_discretized_decoder_term_of_the_oracle():
             lower = 0.0 if v == 0 else cdf(-half / sigma)
             logp += math.log(upper - lower)
         expected.append(-logp)
-    torch.testing.assert_close(out["terms"][:, 0], torch.tensor(expected, dtype=F64))
+    torch.testing.assert_close(out.terms[:, 0], torch.tensor(expected, dtype=F64))
 
 
 @pytest.mark.parametrize("mean", [-1.0, -0.3, 0.5, 1.2])
@@ -293,7 +293,7 @@ def test_bound_terms_is_deterministic_given_a_generator():
     a = proc.bound_terms(model, x_start, generator=gen(11))
     b = proc.bound_terms(model, x_start, generator=gen(11))
     c = proc.bound_terms(model, x_start, generator=gen(12))
-    assert torch.equal(a["terms"], b["terms"]) and not torch.equal(a["terms"], c["terms"])
+    assert torch.equal(a.terms, b.terms) and not torch.equal(a.terms, c.terms)
 
 
 @pytest.mark.parametrize("mean_type", ["epsilon", "start_x", "previous_x"])

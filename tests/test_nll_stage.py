@@ -36,7 +36,7 @@ def test_l_null_binary_is_independent_bernoulli():
 
 def test_rate_distortion_accumulates_from_t_to_T():
     terms = np.array([[1.0, 2.0, 3.0, 4.0]])  # L_0, L_1, L_2, L_3 (T = 4)
-    res = {"terms": terms, "prior": np.array([0.5]), "mse": np.array([[0.1, 0.2, 0.3, 0.4]])}
+    res = {"terms": terms, "prior": np.array([0.5]), "eps_mse": np.array([[0.1, 0.2, 0.3, 0.4]])}
     abar = np.array([0.9, 0.5, 0.2, 0.1])
     rd = rate_distortion(res, abar, lambda nats: nats, "points")
     # after receiving x_t the receiver has paid L_T + L_{T-1} + ... + L_t

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from diffrepro.diffusion.binomial import BinomialDiffusion
 from diffrepro.diffusion.gaussian import GaussianDiffusion
+from diffrepro.diffusion.protocol import DiffusionProcess
 from diffrepro.diffusion.schedules import get_betas
 from diffrepro.sampling import InpaintMode, inpaint, randn, sample
 
@@ -44,12 +46,13 @@ def test_sampling_with_the_exact_model_recovers_gaussian_data():
     assert x.std().item() == pytest.approx(std, rel=0.05)
 
 
-class RecordingProcess:
+class RecordingProcess(DiffusionProcess):
     """A fake process: q_sample marks its step (x + 100·(t+1)), p_sample records and keeps x."""
 
     num_timesteps = 4
 
     def __init__(self):
+        super().__init__()
         self.calls = []
 
     def prior_sample(self, shape, generator, device):
@@ -58,7 +61,8 @@ class RecordingProcess:
     def q_sample(self, x_start, t, noise=None, generator=None):
         return x_start + 100.0 * (t.reshape(-1, 1) + 1)
 
-    def p_sample(self, model, x_t, t, generator):
+    def p_sample(self, model, x_t, t, generator=None, clip_denoised=None):
+        self._check_clip(clip_denoised, "RecordingProcess")
         self.calls.append((int(t[0]), x_t.clone()))
         return x_t - 1.0
 
@@ -126,8 +130,11 @@ def test_clip_denoised_reaches_p_sample_when_the_process_has_it():
     x_known, mask = torch.zeros(2, 3), torch.tensor([1.0, 0.0, 0.0])
     filled = inpaint(proc, three, x_known, mask, gen(7), progress=False, clip_denoised=True)
     assert torch.all(filled[:, 1:] == 1) and torch.all(filled[:, 0] == 0)
-    # a process without the option: False is what it does anyway, True is an error
+    # a process with no predicted x0 (SD-2015's): False is what it does anyway, True is an error
     assert sample(RecordingProcess(), None, (2, 2), gen(8), progress=False,
                   clip_denoised=False).shape == (2, 2)
     with pytest.raises(ValueError, match="clip_denoised"):
         sample(RecordingProcess(), None, (2, 2), gen(8), progress=False, clip_denoised=True)
+    with pytest.raises(ValueError, match="clip_denoised"):
+        sample(BinomialDiffusion(3), lambda x, t: torch.zeros_like(x), (2, 2), gen(8), progress=False,
+               clip_denoised=True)

@@ -58,12 +58,12 @@ def test_bound_equals_direct_monte_carlo_elbo():
     with torch.no_grad():
         bound = process.bound_terms(toy_model, x0, gen)
         mc = direct_log_ratio(process, x0, gen)
-    elbo, elbo_se = per_point_mean_se(-bound["total"], 3, reps)
+    elbo, elbo_se = per_point_mean_se(-bound.total, 3, reps)
     direct, direct_se = per_point_mean_se(mc, 3, reps)
     tol = 5 * torch.sqrt(elbo_se ** 2 + direct_se ** 2)
     assert torch.all((elbo - direct).abs() < tol), (elbo, direct, tol)
     # the check has teeth: the terms are far from the forward-kernel baseline
-    assert float(bound["terms"][:, 1:].sum(1).mean()) > 0.05
+    assert float(bound.terms[:, 1:].sum(1).mean()) > 0.05
 
 
 def test_paper_k_differs_from_exact_elbo_by_the_edge_terms():
@@ -74,9 +74,9 @@ def test_paper_k_differs_from_exact_elbo_by_the_edge_terms():
     betas = process.betas.detach()
     alpha_bar_T = torch.prod(1 - betas)
     edge = 0.5 * (alpha_bar_T + betas[0]) * (1 - x0 ** 2).sum(dim=1)
-    torch.testing.assert_close(out["k_paper"] + edge, -out["total"], rtol=0, atol=1e-9)
-    torch.testing.assert_close(out["terms"].sum(1) + out["prior"], out["total"])
-    assert out["terms"].shape == (64, T_SMALL) and out["kl"].shape == (64, T_SMALL - 1)
+    torch.testing.assert_close(out.extras["k_paper"] + edge, -out.total, rtol=0, atol=1e-9)
+    torch.testing.assert_close(out.terms.sum(1) + out.prior, out.total)
+    assert out.terms.shape == (64, T_SMALL) and out.extras["kl"].shape == (64, T_SMALL - 1)
 
 
 def test_training_loss_is_unbiased_for_the_bound():
@@ -85,7 +85,7 @@ def test_training_loss_is_unbiased_for_the_bound():
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
         loss = process.training_loss(toy_model, x0, gen)
-        total = process.bound_terms(toy_model, x0[:20000], gen)["total"]
+        total = process.bound_terms(toy_model, x0[:20000], gen).total
     se = math.sqrt(loss.var() / len(loss) + total.var() / len(total))
     assert abs(float(loss.mean() - total.mean())) < 5 * se
 

@@ -34,6 +34,21 @@ FAMILY_DATA_TYPES = {
     "sd_binomial": ("binary",),
 }
 LABELLED_KINDS = ("digits", "mnist5k", "mnist", "cifar10")
+# diffusion family -> the keys under a run's `diffusion` it reads besides family and timesteps; any
+# other key given there is refused when params are parsed (families.py builds the processes)
+FAMILY_OPTIONS = {
+    "ddpm": ("schedule", "beta_start", "beta_end", "mean_type", "var_type", "loss_type", "hybrid_lambda"),
+    "sd_gaussian": ("schedule", "beta_1", "beta_end", "learn_betas"),
+    "sd_binomial": ("binomial_p", "binomial_reverse"),
+}
+# diffusion family -> its β schedules (DDPM: diffusion.schedules registry; SD-2015: sd_gaussian.SDBetaInit;
+# tests/test_config.py keeps these equal to the registries)
+FAMILY_SCHEDULES = {
+    "ddpm": ("linear", "cosine", "geometric", "constant"),
+    "sd_gaussian": ("geometric", "linear", "sd"),
+}
+# families with a predicted x0 that sample.clip_denoised can clamp to [-1, 1] (image data only)
+CLIP_FAMILIES = ("ddpm",)
 
 
 class ParamsError(ValueError):
@@ -103,7 +118,7 @@ class TrainConfig:
 class SampleConfig:
     n: int = 500                    # samples drawn by the sample stage
     batch_size: int = 500
-    clip_denoised: bool = True      # clamp predicted x0 to [-1, 1] (images only)
+    clip_denoised: bool | None = None  # clamp DDPM's predicted x0 to [-1, 1]; None: yes for images
 
 
 @dataclass(frozen=True)
@@ -212,15 +227,34 @@ def _check_references(raw: dict, source: str) -> None:
             raise ParamsError(f"{source}: {where}.diffusion.family = {family!r} cannot model {data_type} data "
                               f"(dataset {run['dataset']!r}); families for {data_type} data: "
                               f"{', '.join(f for f, ts in FAMILY_DATA_TYPES.items() if data_type in ts)}")
-        schedule = run["diffusion"].get("schedule", "linear")
-        allowed = {"ddpm": ("linear", "cosine", "geometric", "constant"), "sd_gaussian": ("geometric", "linear", "sd")}
-        if family in allowed and schedule not in allowed[family]:
-            raise ParamsError(f"{source}: {where}.diffusion.schedule = {schedule!r} is not a {family} schedule; "
-                              f"allowed: {', '.join(allowed[family])}")
+        _check_family_options(run, where, data_type, source)
         masks = run.get("inpaint", {}).get("masks", [])
         if "center_square" in masks and data_type != "image":
             raise ParamsError(f"{source}: {where}.inpaint.masks contains 'center_square', which needs image data; "
                               f"allowed for {data_type} data: right_half")
+
+
+def _check_family_options(run: dict, where: str, data_type: str, source: str) -> None:
+    """Options meant for another family (or data type) are refused, naming the key."""
+    diffusion = run["diffusion"]
+    family = diffusion["family"]
+    allowed = FAMILY_OPTIONS[family]
+    for key in diffusion:
+        if key not in ("family", "timesteps", *allowed):
+            raise ParamsError(f"{source}: {where}.diffusion.{key} is not a {family} option; {family} takes: "
+                              f"family, timesteps, {', '.join(allowed)}")
+    schedule = diffusion.get("schedule", "linear")
+    if family in FAMILY_SCHEDULES and schedule not in FAMILY_SCHEDULES[family]:
+        raise ParamsError(f"{source}: {where}.diffusion.schedule = {schedule!r} is not a {family} schedule; "
+                          f"allowed: {', '.join(FAMILY_SCHEDULES[family])}")
+    if diffusion.get("var_type") == "learned_range" and diffusion.get("loss_type", "simple") == "simple":
+        raise ParamsError(f"{source}: {where}.diffusion.loss_type = 'simple' cannot train var_type 'learned_range' "
+                          f"(L_simple has no variance term); allowed with learned_range: hybrid, kl")
+    clip = run.get("sample", {}).get("clip_denoised")
+    if clip and (family not in CLIP_FAMILIES or data_type != "image"):
+        raise ParamsError(f"{source}: {where}.sample.clip_denoised = true needs a predicted x0 of image data "
+                          f"(families {', '.join(CLIP_FAMILIES)} on images); this run is {family} on {data_type} "
+                          f"data: allowed: false, or leave it out")
 
 
 def parse_params(raw: Any, source: str = "params") -> Params:

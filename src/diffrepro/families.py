@@ -1,25 +1,22 @@
-"""One place that turns a run's diffusion config into a process object and its training loss.
+"""The family registry: the one place that turns a run's diffusion config into a process and its
+network, and the only place that knows the families by name.
 
-A process follows the protocol in docs/ARCHITECTURE.md (num_timesteps, prior_sample, q_sample,
-p_sample, bound_terms); this module only chooses and wires, the math lives in diffusion/.
+Every process follows the protocol in diffusion/protocol.py (reverse_step, p_sample, bound_terms,
+training_loss, prior_kl, forward_betas, entropy_bounds, multiply_prior/multiply_step), so the loops,
+the stages and the trainer call those methods and never ask which family they hold. What each
+family accepts in params.yaml is checked in config.py (FAMILY_OPTIONS), before any job starts.
 """
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import Callable
 
-from .config import DiffusionConfig, RunConfig
+from .config import FAMILY_DATA_TYPES, DiffusionConfig, RunConfig
 from .diffusion import likelihood
 
-FAMILIES = ("ddpm", "sd_gaussian", "sd_binomial")
 
-
-def out_mult(diff: DiffusionConfig) -> int:
-    """How many data-shaped tensors the network must output for this family."""
-    if diff.family == "ddpm":
-        return 2 if diff.var_type == "learned_range" else 1
-    if diff.family == "sd_gaussian":
-        return 2  # reverse mean and variance
-    return 1  # binomial: x0 logits
+def _decoder(data_type: str) -> str:
+    return "discretized" if data_type == "image" else "gaussian"
 
 
 def ddpm_betas(diff: DiffusionConfig):
@@ -31,34 +28,86 @@ def ddpm_betas(diff: DiffusionConfig):
                      **{k: v for k, v in given.items() if k in schedule_settings(diff.schedule)})
 
 
+def _build_ddpm(diff: DiffusionConfig, data_type: str):
+    from .diffusion.gaussian import GaussianDiffusion, LossType, ModelMeanType, ModelVarType
+
+    return GaussianDiffusion(
+        betas=ddpm_betas(diff),
+        mean_type=ModelMeanType.from_str(diff.mean_type),
+        var_type=ModelVarType.from_str(diff.var_type),
+        loss_type=LossType.from_str(diff.loss_type),
+        decoder=_decoder(data_type),
+        hybrid_lambda=diff.hybrid_lambda,
+        clip_denoised=data_type == "image",  # predicted x0 of 8-bit images lies in [-1, 1]
+    )
+
+
+def _build_sd_gaussian(diff: DiffusionConfig, data_type: str):
+    from .diffusion.sd_gaussian import SDGaussianDiffusion
+
+    return SDGaussianDiffusion(num_timesteps=diff.timesteps, beta_1=diff.beta_1, learn_betas=diff.learn_betas,
+                               beta_schedule_init=diff.schedule, beta_end=diff.beta_end, decoder=_decoder(data_type))
+
+
+def _build_sd_binomial(diff: DiffusionConfig, data_type: str):
+    from .diffusion.binomial import BinomialDiffusion
+
+    return BinomialDiffusion(num_timesteps=diff.timesteps, p=diff.binomial_p, reverse_type=diff.binomial_reverse)
+
+
+def _noise(run: RunConfig) -> float:
+    return run.dataset.options.get("noise", 0.0)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    build: Callable                 # (DiffusionConfig, data_type) -> a protocol.DiffusionProcess
+    out_mult: Callable              # DiffusionConfig -> data-shaped tensors the network outputs
+    bf16_autocast: bool             # trains under bf16 autocast on CUDA (float64 schedule math does not)
+    setting: Callable               # RunConfig -> what its figures depend on most (the report prints it)
+    bound_settings: Callable        # RunConfig -> settings stored beside the bound in nll.json
+
+
+FAMILIES = {
+    "ddpm": Family("ddpm", _build_ddpm,
+                   out_mult=lambda d: 2 if d.var_type == "learned_range" else 1,
+                   bf16_autocast=True,
+                   setting=lambda run: f"T={run.diffusion.timesteps}, {run.diffusion.schedule} β",
+                   bound_settings=lambda run: {}),
+    "sd_gaussian": Family("sd_gaussian", _build_sd_gaussian,
+                          out_mult=lambda d: 2,  # reverse mean and variance
+                          bf16_autocast=False,
+                          # the swiss roll is a curve: K is set by β_1 and the data noise
+                          setting=lambda run: (f"T={run.diffusion.timesteps}, β_1={run.diffusion.beta_1:g}, "
+                                               f"data noise={_noise(run):g}"),
+                          bound_settings=lambda run: {"beta_1": run.diffusion.beta_1, "data_noise": _noise(run)}),
+    "sd_binomial": Family("sd_binomial", _build_sd_binomial,
+                          out_mult=lambda d: 1,  # x0 (or rate) logits
+                          bf16_autocast=False,
+                          setting=lambda run: f"T={run.diffusion.timesteps}, p={run.diffusion.binomial_p:g}",
+                          bound_settings=lambda run: {}),
+}
+assert set(FAMILIES) == set(FAMILY_DATA_TYPES), "config.FAMILY_DATA_TYPES and FAMILIES must name the same families"
+
+
+def family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown diffusion family {name!r}; allowed: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def out_mult(diff: DiffusionConfig) -> int:
+    """How many data-shaped tensors the network must output for this family."""
+    return family(diff.family).out_mult(diff)
+
+
 def build_process(diff: DiffusionConfig, data_type: str):
-    """The diffusion process for a run (an nn.Module when it has learnable parameters)."""
-    if diff.family == "ddpm":
-        from .diffusion.gaussian import GaussianDiffusion, LossType, ModelMeanType, ModelVarType
-        betas = ddpm_betas(diff)
-        return GaussianDiffusion(
-            betas=betas,
-            mean_type=ModelMeanType.from_str(diff.mean_type),
-            var_type=ModelVarType.from_str(diff.var_type),
-            loss_type=LossType.from_str(diff.loss_type),
-            decoder="discretized" if data_type == "image" else "gaussian",
-            hybrid_lambda=diff.hybrid_lambda,
-            clip_denoised=data_type == "image",  # predicted x0 of 8-bit images lies in [-1, 1]
-        )
-    if diff.family == "sd_gaussian":
-        from .diffusion.sd_gaussian import SDGaussianDiffusion
-
-        return SDGaussianDiffusion(num_timesteps=diff.timesteps, beta_1=diff.beta_1, learn_betas=diff.learn_betas,
-                                   beta_schedule_init=diff.schedule, beta_end=diff.beta_end,
-                                   decoder="discretized" if data_type == "image" else "gaussian")
-    if diff.family == "sd_binomial":
-        from .diffusion.binomial import BinomialDiffusion
-
-        return BinomialDiffusion(num_timesteps=diff.timesteps, p=diff.binomial_p, reverse_type=diff.binomial_reverse)
-    raise ValueError(f"unknown diffusion family {diff.family!r}; allowed: {', '.join(FAMILIES)}")
+    """The diffusion process for a run (a protocol.DiffusionProcess, an nn.Module)."""
+    return family(diff.family).build(diff, data_type)
 
 
-def training_loss(process, model, x_start: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def training_loss(process, model, x_start, generator):
     """Scalar loss for one batch: every process draws its own t and noise (DDPM: L_simple/L_vlb/
     hybrid; SD-2015: an unbiased estimate of the negative bound)."""
     return process.training_loss(model, x_start, generator=generator).mean()
@@ -79,26 +128,3 @@ def to_bits(nats, data_type: str, dims: int):
 
 def unit(data_type: str) -> str:
     return {"image": "bits/dim", "binary": "bits/seq", "points": "bits/example"}[data_type]
-
-
-def forward_betas(process):
-    """float64 numpy β_1..T of any process (learned ones included)."""
-    import numpy as np
-
-    if hasattr(process, "consts"):
-        return np.asarray(process.consts.betas, dtype=np.float64)
-    betas = process.betas
-    return betas.detach().double().cpu().numpy() if torch.is_tensor(betas) else np.asarray(betas, np.float64)
-
-
-def entropy_bounds(process, data_type: str, x_train):
-    """SD-2015 §2.6 per-step bounds on H_q(X_{t-1} | X_t), nats per dimension, numpy (lower, upper) [T]."""
-    from .diffusion import entropy
-
-    betas = forward_betas(process)
-    if data_type == "binary":
-        marginal = float(x_train.mean())
-        lower, upper = entropy.entropy_bounds_binomial(betas, process.p, marginal)
-    else:
-        lower, upper = entropy.entropy_bounds_gaussian(betas)
-    return lower.numpy(), upper.numpy()

@@ -64,12 +64,9 @@ def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: in
     data_shape = tuple(data.shape[1:])
     torch.manual_seed(seed)  # network initialisation
     model = families.build_model(run, data_shape).to(device)
-    process = families.build_process(run.diffusion, data_type)
-    process_params = list(process.parameters()) if isinstance(process, torch.nn.Module) else []
-    if isinstance(process, torch.nn.Module):
-        process.to(device)
+    process = families.build_process(run.diffusion, data_type).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    params = list(model.parameters()) + process_params
+    params = list(model.parameters()) + list(process.parameters())  # SD-2015's learned β, where learned
     optimizer = torch.optim.Adam(params, lr=run.train.lr)
     # batch indices and flips from a CPU generator; t and noise from one on the training device
     index_gen = torch.Generator().manual_seed(seed)
@@ -80,7 +77,7 @@ def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: in
     if state_path is not None and Path(state_path).exists():
         start_step = _resume(state_path, digest, model, ema, process, optimizer, index_gen, noise_gen, history)
 
-    use_bf16 = device.type == "cuda" and run.diffusion.family == "ddpm"
+    use_bf16 = device.type == "cuda" and families.family(run.diffusion.family).bf16_autocast
     ema_params = list(ema.parameters())
     model_params = list(model.parameters())
     steps = run.train.steps
@@ -131,7 +128,7 @@ def _save_state(path, digest, step, model, ema, process, optimizer, index_gen, n
     save_torch(path, {
         "config_hash": digest, "step": step,
         "model": model.state_dict(), "ema": ema.state_dict(),
-        "process": process.state_dict() if isinstance(process, torch.nn.Module) else {},
+        "process": process.state_dict(),
         "optimizer": optimizer.state_dict(),
         "index_gen": index_gen.get_state(), "noise_gen": noise_gen.get_state(),
         "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
@@ -152,8 +149,7 @@ def _resume(path, digest, model, ema, process, optimizer, index_gen, noise_gen, 
         return 0
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])
-    if isinstance(process, torch.nn.Module):
-        process.load_state_dict(state["process"])
+    process.load_state_dict(state["process"])
     optimizer.load_state_dict(state["optimizer"])
     index_gen.set_state(state["index_gen"])
     noise_gen.set_state(state["noise_gen"])
@@ -175,7 +171,7 @@ def checkpoint_dict(run: RunConfig, result: TrainResult, data_shape, seed: int) 
         "seed": seed,
         "model": result.ema.state_dict(),          # EMA weights: used for sampling and evaluation
         "model_raw": result.model.state_dict(),
-        "process": result.process.state_dict() if isinstance(result.process, torch.nn.Module) else {},
+        "process": result.process.state_dict(),
         "history": result.history,
     }
 
@@ -187,9 +183,8 @@ def load_trained(ckpt: dict, device: torch.device):
         model = families.build_model(run, tuple(ckpt["data_shape"]))
         model.load_state_dict(ckpt["model"])
         process = families.build_process(run.diffusion, run.dataset.data_type)
-        if isinstance(process, torch.nn.Module):
-            process.load_state_dict(ckpt["process"])
-            process.to(device)
+        process.load_state_dict(ckpt["process"])
+        process.to(device)
     except (RuntimeError, KeyError, TypeError) as exc:
         raise InputError(f"checkpoint for run {run.name!r} does not match its own config ({exc})") from None
     return run, model.to(device).eval(), process

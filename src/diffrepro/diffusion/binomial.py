@@ -26,6 +26,8 @@ import torch
 
 from diffrepro.choices import Choice
 from diffrepro.diffusion.draws import rand
+from diffrepro.diffusion.entropy import entropy_bounds_binomial
+from diffrepro.diffusion.protocol import BoundResult, DiffusionProcess, ReverseStep
 from diffrepro.diffusion.schedules import extract
 from diffrepro.diffusion.likelihood import sum_flat
 
@@ -59,7 +61,7 @@ def perturbed_flip_rate(rate, r1, r0, exponent=1.0):
     return a / (a + b)
 
 
-class BinomialDiffusion:
+class BinomialDiffusion(DiffusionProcess):
     """SD-2015 binomial diffusion over {0, 1}-valued data `[N x ...]`; see the module docstring.
 
     The model is `model(x_t [N x ...] float in {0, 1}, t [N]) -> [N x ...]` logits (x_0 logits for
@@ -67,6 +69,7 @@ class BinomialDiffusion:
     """
 
     def __init__(self, num_timesteps: int, p: float = 0.5, reverse_type: str | BinomialReverse = "x0_mixture"):
+        super().__init__()
         if num_timesteps < 1:
             raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
         if not 0.0 < p < 1.0:
@@ -78,6 +81,38 @@ class BinomialDiffusion:
         self.betas = 1.0 / (T - i)                   # β_{i+1} = 1/(T - (i+1) + 1); β_T = 1
         self.alphas_cumprod = (T - 1 - i) / T        # ᾱ_{i+1} = 1 - (i+1)/T
         self.alphas_cumprod_prev = (T - i) / T       # ᾱ_i, with ᾱ_0 = 1
+
+    # ----- the process protocol (protocol.DiffusionProcess) ------------------------------------
+    def forward_betas(self):
+        return self.betas.detach().double().cpu().numpy()
+
+    def signal_fraction(self):
+        return self.alphas_cumprod.double().cpu().numpy()
+
+    def entropy_bounds(self, x_train) -> tuple:
+        lower, upper = entropy_bounds_binomial(self.forward_betas(), self.p, float(x_train.mean()))
+        return lower.numpy(), upper.numpy()
+
+    def reverse_step(self, model, x_t, t, clip_denoised=None) -> ReverseStep:
+        """float64 p(x_t = 1 | x_{t+1}) and p(x_t = 0 | x_{t+1}) (see p_rate)."""
+        self._check_clip(clip_denoised, "binomial diffusion")
+        one, zero = self.p_rate(model, x_t, t)
+        return ReverseStep(prob_one=one, prob_zero=zero)
+
+    def _observation_rates(self, y, noise_level):
+        """r(x_j = 1), r(x_j = 0) of a bit-flipped observation y (flip probability noise_level)."""
+        r1 = torch.where(y > 0.5, 1.0 - noise_level, noise_level).double()
+        return r1, 1.0 - r1
+
+    def multiply_prior(self, x_T, y, noise_level, weight, generator=None):
+        r1, r0 = self._observation_rates(y, noise_level)
+        rate = perturbed_flip_rate(torch.full_like(r1, float(self.p)), r1, r0, weight)
+        return (rand(y.shape, generator, y.device) < rate).to(y.dtype)
+
+    def multiply_step(self, model, x_t, t, y, noise_level, weight, generator=None):
+        r1, r0 = self._observation_rates(y, noise_level)
+        rate1, _ = self.p_rate(model, x_t, t)
+        return (rand(y.shape, generator, y.device) < perturbed_flip_rate(rate1, r1, r0, weight)).to(y.dtype)
 
     # ----- forward process ------------------------------------------------------------------
     def prior_sample(self, shape, generator=None, device=None) -> torch.Tensor:
@@ -127,8 +162,9 @@ class BinomialDiffusion:
         post1_if0, post0_if0 = self.q_posterior_rate(0 * ones, x_t, t)
         return hat1 * post1_if1 + hat0 * post1_if0, hat1 * post0_if1 + hat0 * post0_if0
 
-    def p_sample(self, model, x_t, t, generator=None) -> torch.Tensor:
+    def p_sample(self, model, x_t, t, generator=None, clip_denoised=None) -> torch.Tensor:
         """x_t ~ p(x_t | x_{t+1}) for index t `[N]` (index 0 gives x_0), in x_t's dtype."""
+        self._check_clip(clip_denoised, "binomial diffusion")
         rate1, _ = self.p_rate(model, x_t, t)
         return (rand(x_t.shape, generator, x_t.device, dtype=torch.float64) < rate1).to(x_t.dtype)
 
@@ -153,9 +189,9 @@ class BinomialDiffusion:
                           device=where).to(x_start.device)
         return self.num_timesteps * self.term(model, x_start, t, generator)
 
-    def bound_terms(self, model, x_start, generator=None) -> dict:
-        """"terms" `[N x T]` (col 0 = -log p(x_0 | x_1), col i = KL at paper step i + 1), "prior" `[N]`
-        (= 0), "total" `[N]` = prior + terms.sum(1) = -ELBO >= -log p(x_0), all nats per example.
+    def bound_terms(self, model, x_start, generator=None) -> BoundResult:
+        """terms `[N x T]` (col 0 = -log p(x_0 | x_1), col i = KL at paper step i + 1), prior `[N]`
+        (= 0), total `[N]` = prior + terms.sum(1) = -ELBO >= -log p(x_0), all nats per example.
         Bits per sequence = nats_to_bits(total). Each column draws its own x_{i+1} ~ q(x_{i+1} | x_0).
         """
         n = x_start.shape[0]
@@ -163,7 +199,7 @@ class BinomialDiffusion:
             self.term(model, x_start, torch.full((n,), i, dtype=torch.long, device=x_start.device), generator)
             for i in range(self.num_timesteps)], dim=1)
         prior = self.prior_kl(x_start)
-        return {"terms": terms, "prior": prior, "total": prior + terms.sum(dim=1)}
+        return BoundResult(prior=prior, terms=terms, total=prior + terms.sum(dim=1))
 
 
 def l_null_bernoulli(x_train: torch.Tensor, x_eval: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ Likelihoods are in nats per example (summed over dimensions) unless a name says 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -18,6 +19,8 @@ from diffrepro.diffusion.likelihood import (
 from diffrepro.diffusion.schedules import extract, schedule_constants
 from diffrepro.choices import Choice
 from diffrepro.diffusion.draws import randn
+from diffrepro.diffusion.entropy import entropy_bounds_gaussian
+from diffrepro.diffusion.protocol import BoundResult, GaussianReverse, ReverseStep
 
 
 class ModelMeanType(Choice):
@@ -55,7 +58,7 @@ class Decoder(Choice):
     GAUSSIAN = "gaussian"        # continuous Gaussian density (real-valued data, e.g. 2-D points)
 
 
-class GaussianDiffusion:
+class GaussianDiffusion(GaussianReverse):
     """Forward q, reverse p_θ, training losses and the full variational bound of a Gaussian DDPM.
 
     betas: float64 `[T]`. clip_denoised: the default for every method's `clip_denoised=None`,
@@ -67,6 +70,7 @@ class GaussianDiffusion:
     def __init__(self, betas, mean_type=ModelMeanType.EPSILON, var_type=ModelVarType.FIXED_LARGE,
                  loss_type=LossType.SIMPLE, decoder=Decoder.DISCRETIZED,
                  clip_denoised: bool = False, hybrid_lambda: float = 0.001):
+        super().__init__()
         self.mean_type = ModelMeanType.from_str(mean_type)
         self.var_type = ModelVarType.from_str(var_type)
         self.loss_type = LossType.from_str(loss_type)
@@ -79,6 +83,24 @@ class GaussianDiffusion:
         self.consts = schedule_constants(betas)
         self.num_timesteps = self.consts.num_timesteps
         self._cast = {}  # (name, device, dtype) -> the constant as a tensor there
+
+    # ---- the process protocol (protocol.DiffusionProcess) ------------------------------------------
+    def forward_betas(self) -> np.ndarray:
+        return np.asarray(self.consts.betas, dtype=np.float64)
+
+    def signal_fraction(self) -> np.ndarray:
+        return np.asarray(self.consts.alphas_cumprod, dtype=np.float64)
+
+    def entropy_bounds(self, x_train) -> tuple:
+        lower, upper = entropy_bounds_gaussian(self.forward_betas())
+        return lower.numpy(), upper.numpy()
+
+    def prior_kl(self, x_start) -> torch.Tensor:
+        return self.prior_kl_nats(x_start)
+
+    def reverse_step(self, model, x_t, t, clip_denoised=None) -> ReverseStep:
+        out = self.p_mean_variance(model, x_t, t, clip_denoised)
+        return ReverseStep(mean=out["mean"], log_variance=out["log_variance"], pred_xstart=out["pred_xstart"])
 
     def _c(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Schedule constant `name` at t, broadcast to x's shape in x's dtype."""
@@ -253,7 +275,7 @@ class GaussianDiffusion:
         return self.vb_term_nats(out, x_start, x_t, t) * self.num_timesteps / (dims * LOG2)
 
     @torch.no_grad()
-    def bound_terms(self, model, x_start, generator=None, clip_denoised=None, progress=False):
+    def bound_terms(self, model, x_start, generator=None, clip_denoised=None, progress=False) -> BoundResult:
         """The full variational bound over all T steps, in nats per example.
 
         Each x_t is drawn independently from q(x_t | x_0) (lower variance than one trajectory,
@@ -262,7 +284,7 @@ class GaussianDiffusion:
           terms [N x T]: terms[:, 0] = L_0 = −log p(x_0 | x_1) and, for i ≥ 1 (paper steps),
               terms[:, i] = KL(q(x_i | x_{i+1}, x_0) ‖ p_θ(x_i | x_{i+1}));
           total [N]: prior + terms.sum(1);
-          mse [N x T]: mean over dimensions of the squared error of the implied ε prediction.
+          extras["eps_mse"] [N x T]: mean over dimensions of the squared error of the implied ε prediction.
         """
         n = x_start.shape[0]
         terms = torch.zeros(n, self.num_timesteps, dtype=x_start.dtype, device=x_start.device)
@@ -277,4 +299,4 @@ class GaussianDiffusion:
             eps = self.predict_noise_from_start(x_t, t, out["pred_xstart"])
             mse[:, i] = mean_flat((eps - noise) ** 2)
         prior = self.prior_kl_nats(x_start)
-        return {"prior": prior, "terms": terms, "total": prior + terms.sum(dim=1), "mse": mse}
+        return BoundResult(prior=prior, terms=terms, total=prior + terms.sum(dim=1), extras={"eps_mse": mse})

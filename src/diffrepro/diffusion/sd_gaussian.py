@@ -43,6 +43,8 @@ from torch import nn
 
 from diffrepro.choices import Choice
 from diffrepro.diffusion.draws import randn
+from diffrepro.diffusion.entropy import entropy_bounds_gaussian
+from diffrepro.diffusion.protocol import BoundResult, GaussianReverse, ReverseStep
 from diffrepro.diffusion.schedules import extract
 from diffrepro.diffusion.likelihood import (
     discretized_gaussian_log_likelihood, gaussian_entropy, normal_kl, sum_flat,
@@ -103,7 +105,7 @@ def sd_schedule(betas: torch.Tensor) -> SDSchedule:
     return SDSchedule(betas, alphas_cumprod, one_minus, coef_start, coef_t, post_logvar)
 
 
-class SDGaussianDiffusion(nn.Module):
+class SDGaussianDiffusion(GaussianReverse):
     """SD-2015 Gaussian diffusion with a learned (or fixed) β schedule; see the module docstring.
 
     It is an nn.Module because it owns the β logits: give `process.parameters()` to the optimiser
@@ -151,6 +153,23 @@ class SDGaussianDiffusion(nn.Module):
     def schedule(self) -> SDSchedule:
         return sd_schedule(self.betas)
 
+    # ----- the process protocol (protocol.DiffusionProcess) ------------------------------------
+    def forward_betas(self):
+        return self.betas.detach().double().cpu().numpy()
+
+    def entropy_bounds(self, x_train) -> tuple:
+        lower, upper = entropy_bounds_gaussian(self.forward_betas())
+        return lower.numpy(), upper.numpy()
+
+    def prior_kl(self, x_start) -> torch.Tensor:
+        return self._prior_kl(x_start, self.schedule())
+
+    def reverse_step(self, model, x_t, t, clip_denoised=None) -> ReverseStep:
+        """float64 mean and log-variance of p(x_t | x_{t+1}) (see p_mean_variance)."""
+        self._check_clip(clip_denoised, "SD-2015 Gaussian diffusion")
+        mean, logvar = self.p_mean_variance(model, x_t, t)
+        return ReverseStep(mean=mean, log_variance=logvar)
+
     # ----- forward process ------------------------------------------------------------------
     def prior_sample(self, shape, generator=None, device=None) -> torch.Tensor:
         """x_T ~ π = N(0, I), float32 `shape`."""
@@ -196,14 +215,15 @@ class SDGaussianDiffusion(nn.Module):
         logvar = torch.where(first, torch.log(beta).expand_as(logvar), logvar)
         return mean, logvar
 
-    def p_sample(self, model, x_t, t, generator=None) -> torch.Tensor:
+    def p_sample(self, model, x_t, t, generator=None, clip_denoised=None) -> torch.Tensor:
         """x_t ~ p(x_t | x_{t+1}) for index t `[N]` (index 0 gives x_0), in x_t's dtype."""
+        self._check_clip(clip_denoised, "SD-2015 Gaussian diffusion")
         mean, logvar = self.p_mean_variance(model, x_t, t)
         noise = randn(x_t.shape, generator, x_t.device, dtype=torch.float64)
         return (mean + torch.exp(0.5 * logvar) * noise).to(x_t.dtype)
 
     # ----- the bound ------------------------------------------------------------------------
-    def prior_kl(self, x_start, sched: SDSchedule) -> torch.Tensor:
+    def _prior_kl(self, x_start, sched: SDSchedule) -> torch.Tensor:
         """KL(q(x_T | x_0) ‖ N(0, I)) `[N]` nats."""
         x0 = x_start.double()
         mean = sched.alphas_cumprod[-1].sqrt() * x0
@@ -243,14 +263,14 @@ class SDGaussianDiffusion(nn.Module):
         where = generator.device if generator is not None else x_start.device
         t = torch.randint(1, T, (n,), generator=generator, device=where).to(x_start.device)
         kl = self.kl_term(model, x_start, t, sched, generator)
-        return self.prior_kl(x_start, sched) + self.first_step_nll(x_start, sched, generator) + (T - 1) * kl
+        return self._prior_kl(x_start, sched) + self.first_step_nll(x_start, sched, generator) + (T - 1) * kl
 
-    def bound_terms(self, model, x_start, generator=None) -> dict:
+    def bound_terms(self, model, x_start, generator=None) -> BoundResult:
         """Every term of the bound for x_start `[N x ...]`, in nats per example.
 
-        "terms" `[N x T]` (col 0 the first-step NLL, col i the KL at paper step i + 1), "prior" `[N]`,
-        "total" `[N]` = prior + terms.sum(1) = -ELBO >= -log p(x_0); and the paper's K by parts:
-        "kl" `[N x T-1]` (= terms[:, 1:]), "h_q_xT_given_x0", "h_q_x1_given_x0", "h_p_xT" `[N]`,
+        terms `[N x T]` (col 0 the first-step NLL, col i the KL at paper step i + 1), prior `[N]`,
+        total `[N]` = prior + terms.sum(1) = -ELBO >= -log p(x_0); and in extras the paper's K by
+        parts: "kl" `[N x T-1]` (= terms[:, 1:]), "h_q_xT_given_x0", "h_q_x1_given_x0", "h_p_xT" `[N]`,
         "k_paper" `[N]` (eq. 14, a log-likelihood bound: larger is better).
         """
         sched = self.schedule()
@@ -259,18 +279,17 @@ class SDGaussianDiffusion(nn.Module):
                             sched, generator) for i in range(1, self.num_timesteps)]
         kl = torch.stack(kls, dim=1)
         first = self.first_step_nll(x_start, sched, generator)
-        prior = self.prior_kl(x_start, sched)
+        prior = self._prior_kl(x_start, sched)
         terms = torch.cat([first[:, None], kl], dim=1)
         dims = x_start[0].numel()
         ones = torch.ones(n, dtype=torch.float64, device=x_start.device)
         h_xT = dims * gaussian_entropy(torch.log(sched.one_minus_alphas_cumprod[-1])) * ones
         h_x1 = dims * gaussian_entropy(torch.log(sched.betas[0])) * ones
         h_p = dims * gaussian_entropy(torch.zeros((), dtype=torch.float64)) * ones
-        return {
-            "terms": terms, "prior": prior, "total": prior + terms.sum(dim=1),
+        return BoundResult(prior=prior, terms=terms, total=prior + terms.sum(dim=1), extras={
             "kl": kl, "h_q_xT_given_x0": h_xT, "h_q_x1_given_x0": h_x1, "h_p_xT": h_p,
             "k_paper": -kl.sum(dim=1) + h_xT - h_x1 - h_p,
-        }
+        })
 
 
 def l_null_gaussian(x_train: torch.Tensor, x_eval: torch.Tensor) -> torch.Tensor:

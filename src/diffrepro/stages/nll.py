@@ -41,15 +41,15 @@ def l_null_nats(x_train: np.ndarray, x_eval: np.ndarray, data_type: str) -> np.n
 
 @torch.no_grad()
 def evaluate_bound(process, model, x: np.ndarray, *, batch_size: int, generator, device, desc=None) -> dict:
-    """Bound terms over all examples, batched: prior [N], terms [N x T], total [N] (nats), mse when given."""
-    out = {"prior": [], "terms": [], "total": [], "mse": [], "k_paper": []}
+    """The process's BoundResult over all examples, batched, as float64 numpy: prior [N], terms
+    [N x T], total [N] (nats) and every per-example extra the process adds (eps_mse, k_paper, ...)."""
+    out = {}
     for i in progress(range(0, len(x), batch_size), desc=desc):
         xb = torch.as_tensor(x[i:i + batch_size], device=device)
         res = process.bound_terms(model, xb, generator=generator)
-        for k in out:
-            if k in res and res[k] is not None:
-                out[k].append(res[k].double().cpu())
-    return {k: torch.cat(v).numpy() for k, v in out.items() if v}
+        for k, v in {"prior": res.prior, "terms": res.terms, "total": res.total, **res.extras}.items():
+            out.setdefault(k, []).append(v.double().cpu())
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
 def rate_distortion(res: dict, alphas_cumprod, to_unit, data_type: str) -> dict:
@@ -61,7 +61,7 @@ def rate_distortion(res: dict, alphas_cumprod, to_unit, data_type: str) -> dict:
     """
     per_t = to_unit(res["terms"]).mean(axis=0)          # [T], index i = L_i
     rate = to_unit(res["prior"]).mean() + np.cumsum(per_t[::-1])[::-1] - per_t  # Σ_{i >= t} L_i, t = 1..T
-    mse_x0 = res["mse"].mean(axis=0) * (1.0 - alphas_cumprod) / alphas_cumprod
+    mse_x0 = res["eps_mse"].mean(axis=0) * (1.0 - alphas_cumprod) / alphas_cumprod
     scale = 127.5 if data_type == "image" else 1.0
     return {"rate": rate, "distortion": scale * np.sqrt(mse_x0),
             "distortion_unit": "RMSE (0-255)" if data_type == "image" else "RMSE"}
@@ -95,13 +95,11 @@ def run(args, params, device):
     metrics["K_minus_L_null"] = metrics["K"] - metrics["L_null"]
     if "k_paper" in res:  # SD-2015 eq. 14, which differs from the exact bound per example (see sd_gaussian.py)
         metrics["K_paper_eq14"] = float(to_unit(res["k_paper"]).mean())
-    if run_cfg.diffusion.family == "sd_gaussian":
-        metrics["beta_1"] = run_cfg.diffusion.beta_1
-        metrics["data_noise"] = run_cfg.dataset.options.get("noise", 0.0)
+    metrics.update(families.family(run_cfg.diffusion.family).bound_settings(run_cfg))
     terms = pd.DataFrame({"t": np.arange(1, res["terms"].shape[1] + 1), "term": to_unit(res["terms"]).mean(axis=0)})
     rd = None
-    if "mse" in res and hasattr(process, "consts"):
-        rd = rate_distortion(res, process.consts.alphas_cumprod, to_unit, data_type)
+    if "eps_mse" in res:  # processes that predict ε: DDPM's progressive-coding view
+        rd = rate_distortion(res, process.signal_fraction(), to_unit, data_type)
         terms["rate"], terms["distortion"] = rd["rate"], rd["distortion"]
     save_csv(args.terms, terms)
     plot_terms(args.plot, terms["t"], terms["term"], unit, f"{cfg.name}: bound terms (L_0 at t=1)",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import pipeline
+from .. import families, pipeline
 from ..io import load_json, save_csv, save_text
 from ..paper import PAPER_FIGURES
 
@@ -38,19 +38,9 @@ def paper_table(params, frame: pd.DataFrame) -> pd.DataFrame:
         run = params.runs[r["run"]]
         for metric, (figure, source) in PAPER_FIGURES.get((run.dataset.kind, run.diffusion.family), {}).items():
             ours = next((r[c] for c in (f"nll.{metric}", f"fid.{metric}") if c in r and pd.notna(r[c])), None)
-            rows.append({"run": r["run"], "metric": metric, "paper": figure, "ours": ours, "setting": _setting(run),
+            rows.append({"run": r["run"], "metric": metric, "paper": figure, "ours": ours, "setting": families.family(run.diffusion.family).setting(run),
                          "source": source})
     return pd.DataFrame(rows, columns=["run", "metric", "paper", "ours", "setting", "source"])
-
-
-def _setting(run) -> str:
-    """What a figure depends on most: β_1 and data noise for SD-2015 Gaussian runs (the roll is a curve)."""
-    d = run.diffusion
-    if d.family == "sd_gaussian":
-        return f"T={d.timesteps}, β_1={d.beta_1:g}, data noise={run.dataset.options.get('noise', 0.0):g}"
-    if d.family == "sd_binomial":
-        return f"T={d.timesteps}, p={d.binomial_p:g}"
-    return f"T={d.timesteps}, {d.schedule} β"
 
 
 def family_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -25,7 +25,7 @@ def run(args, params, device):
     while left > 0:
         b = min(left, cfg.sample.batch_size)
         chunks.append(sample(process, model, (b, *shape), generator=gen, device=device,
-                             clip_denoised=cfg.sample.clip_denoised and run_cfg.dataset.data_type == "image").cpu())
+                             clip_denoised=cfg.sample.clip_denoised).cpu())
         left -= b
     x = torch.cat(chunks).numpy().astype(np.float32)
     save_npz(args.samples, x=x)

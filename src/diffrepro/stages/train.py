@@ -9,7 +9,6 @@ import pandas as pd
 from ..io import load_npz, save_csv, save_json, save_torch
 from ..nets import count_parameters
 from ..plots import loss_curve, schedule_panel
-from .. import families
 from ..runtime import derive_seed
 from ..training import checkpoint_dict, train
 
@@ -26,8 +25,8 @@ def run(args, params, device):
     hist = pd.DataFrame(result.history)
     save_csv(args.loss, hist)
     loss_curve(args.curve, hist["step"], hist["loss"], f"{cfg.name}: training loss")
-    betas = families.forward_betas(result.process)
-    lower, upper = families.entropy_bounds(result.process, cfg.dataset.data_type, x_train)
+    betas = result.process.forward_betas()
+    lower, upper = result.process.entropy_bounds(x_train)
     sched = pd.DataFrame({"t": range(1, len(betas) + 1), "beta": betas, "entropy_lower_nats": lower,
                           "entropy_upper_nats": upper})
     save_csv(args.schedule, sched)
