@@ -37,9 +37,7 @@ def median_time(fn, repeats: int, inner: int) -> float:
 def bench_run(run, device, repeats: int, inner: int, shape) -> dict:
     torch.manual_seed(0)
     model = families.build_model(run, shape).to(device)
-    process = families.build_process(run.diffusion, run.dataset.data_type)
-    if isinstance(process, torch.nn.Module):
-        process.to(device)
+    process = families.build_process(run.diffusion, run.dataset.data_type).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     b = run.train.batch_size

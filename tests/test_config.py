@@ -114,3 +114,101 @@ def test_cli_corrupt_checkpoint(tmp_path):
     proc = run_cli("sample", *args)
     assert proc.returncode != 0 and "corrupt" in proc.stderr and str(ckpt) in proc.stderr
     assert not (ckpt.parent / "samples.npz").exists()
+
+
+def _enum_paths(node, path=()):
+    """(dotted schema path, enum values) of every enum-valued key in the params schema."""
+    if isinstance(node, dict):
+        if "enum" in node:
+            yield ".".join(path), tuple(node["enum"])
+        for key, value in node.items():
+            yield from _enum_paths(value, (*path, key))
+
+
+def test_every_schema_enum_equals_its_registry():
+    from diffrepro import families
+    from diffrepro.config import FAMILY_SCHEDULES
+    from diffrepro.diffusion.binomial import BinomialReverse
+    from diffrepro.diffusion.gaussian import LossType, ModelMeanType, ModelVarType
+    from diffrepro.diffusion.schedules import SCHEDULES
+    from diffrepro.diffusion.sd_gaussian import SDBetaInit
+    from diffrepro.nets.activations import ACTIVATIONS
+    from diffrepro.nets.sd_nets import HiddenKind
+    from diffrepro.runtime import DEVICES
+    from diffrepro.sampling import InpaintMode, RSchedule
+    from diffrepro.stages.inpaint import MASKS
+    from diffrepro.training import LRSchedule
+
+    run = "definitions.run.properties."
+    registries = {
+        "properties.device": DEVICES,
+        "definitions.dataset.properties.kind": DATASETS,
+        "definitions.model.properties.arch": NETS,
+        "definitions.model.properties.activation": ACTIVATIONS,
+        "definitions.model.properties.hidden_kind": HiddenKind.values(),
+        run + "diffusion.properties.family": families.FAMILIES,
+        run + "diffusion.properties.schedule": {s for v in FAMILY_SCHEDULES.values() for s in v},
+        run + "diffusion.properties.mean_type": ModelMeanType.values(),
+        run + "diffusion.properties.var_type": ModelVarType.values(),
+        run + "diffusion.properties.loss_type": LossType.values(),
+        run + "diffusion.properties.binomial_reverse": BinomialReverse.values(),
+        run + "train.properties.lr_schedule": LRSchedule.values(),
+        run + "inpaint.properties.masks.items": MASKS,
+        run + "inpaint.properties.mode": InpaintMode.values(),
+        run + "inpaint.properties.r_schedule": RSchedule.values(),
+    }
+    found = dict(_enum_paths(schema()))
+    assert set(found) == set(registries), "an enum-valued key has no registry to check it against (or went away)"
+    for path, values in found.items():
+        assert set(values) == set(registries[path]), path
+    # each family's schedules are exactly its registry's
+    assert set(FAMILY_SCHEDULES["ddpm"]) == set(SCHEDULES)
+    assert set(FAMILY_SCHEDULES["sd_gaussian"]) == set(SDBetaInit.values())
+
+
+def test_family_options_are_the_schema_keys():
+    import dataclasses
+
+    from diffrepro.config import FAMILY_OPTIONS, DiffusionConfig
+
+    keys = set(schema()["definitions"]["run"]["properties"]["diffusion"]["properties"])
+    declared = {"family", "timesteps"} | {k for v in FAMILY_OPTIONS.values() for k in v}
+    assert declared == keys == {f.name for f in dataclasses.fields(DiffusionConfig)}
+
+
+@pytest.mark.parametrize("run, mutate, must_name", [
+    ("toyroll-sd", lambda r: r["sample"].update(clip_denoised=True), ["runs.toyroll-sd.sample.clip_denoised", "sd_gaussian"]),
+    ("beat-sd", lambda r: r["sample"].update(clip_denoised=True), ["runs.beat-sd.sample.clip_denoised", "sd_binomial"]),
+    ("toyroll-ddpm", lambda r: r["sample"].update(clip_denoised=True), ["runs.toyroll-ddpm.sample.clip_denoised", "points"]),
+    ("toyroll-ddpm", lambda r: r["diffusion"].update(beta_1=0.01), ["runs.toyroll-ddpm.diffusion.beta_1", "ddpm takes"]),
+    ("toyroll-sd", lambda r: r["diffusion"].update(mean_type="epsilon"), ["runs.toyroll-sd.diffusion.mean_type", "sd_gaussian takes"]),
+    ("toyroll-sd", lambda r: r["diffusion"].update(beta_start=0.01), ["runs.toyroll-sd.diffusion.beta_start", "beta_1"]),
+    ("beat-sd", lambda r: r["diffusion"].update(learn_betas=False), ["runs.beat-sd.diffusion.learn_betas", "binomial_p"]),
+    ("toyroll-ddpm", lambda r: r["diffusion"].update(binomial_p=0.3), ["runs.toyroll-ddpm.diffusion.binomial_p", "ddpm"]),
+    ("toyroll-ddpm", lambda r: r["diffusion"].update(var_type="learned_range"), ["loss_type", "learned_range", "hybrid"]),
+    ("toyroll-sd", lambda r: r["diffusion"].update(schedule="cosine"), ["runs.toyroll-sd.diffusion.schedule", "geometric"]),
+])
+def test_options_of_another_family_name_the_key(tiny_raw, run, mutate, must_name):
+    mutate(tiny_raw["runs"][run])
+    message = _error(tiny_raw)
+    assert "\n" not in message
+    for fragment in must_name:
+        assert fragment in message, (fragment, message)
+
+
+def test_clip_denoised_false_is_allowed_for_every_family(tiny_raw):
+    for run in tiny_raw["runs"].values():
+        run["sample"]["clip_denoised"] = False
+    parse_params(tiny_raw)
+
+
+def test_clip_denoised_on_an_sd_run_stops_train_with_one_line(tmp_path, tiny_raw):
+    tiny_raw["runs"]["toyroll-sd"]["sample"]["clip_denoised"] = True
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_raw))
+    proc = run_cli("train", *stage_args("train", "toyroll-sd", tmp_path, TINY_PARAMS)[2:], "--params", params)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len([e for e in errors if e.startswith("diffrepro train: error:")]) == 1
+    assert "runs.toyroll-sd.sample.clip_denoised" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()

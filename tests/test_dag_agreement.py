@@ -138,10 +138,16 @@ def test_code_deps_see_lazy_imports_and_registries(tmp_path, monkeypatch):
     assert "diffrepro.nets.unet" not in codedeps.closure(["diffrepro.nets.classifier"])
 
 
-def test_snakemake_rejects_bad_params_with_the_key(tmp_path, tiny_raw):
-    tiny_raw["runs"]["toyroll-ddpm"]["train"]["steps"] = -3
+@pytest.mark.parametrize("mutate, key", [
+    (lambda r: r["runs"]["toyroll-ddpm"]["train"].update(steps=-3), "runs.toyroll-ddpm.train.steps"),
+    (lambda r: r["runs"]["toyroll-sd"]["sample"].update(clip_denoised=True), "runs.toyroll-sd.sample.clip_denoised"),
+    (lambda r: r["runs"]["beat-sd"]["diffusion"].update(beta_1=0.01), "runs.beat-sd.diffusion.beta_1"),
+])
+def test_snakemake_rejects_bad_params_with_one_line_naming_the_key(tmp_path, tiny_raw, mutate, key):
+    mutate(tiny_raw)
     copy_pipeline(tmp_path, TINY_PARAMS)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_raw))
     proc = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "1"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode != 0
-    assert "steps" in proc.stdout + proc.stderr and "-3" in proc.stdout + proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and key in lines[0] and lines[0].startswith("diffrepro: error:"), lines

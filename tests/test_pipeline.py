@@ -1,5 +1,13 @@
-"""End to end on the tiny params: Snakemake builds everything, a second run has nothing to do; DVC builds
-the same metrics, re-runs only what a params edit touches, and `dvc metrics diff` shows the change."""
+"""End to end on the tiny params, in one git + DVC checkout driven by both engines:
+
+- Snakemake builds everything; a second run has nothing to do; its onsuccess hook records the build
+  in dvc.lock, so `dvc repro` has nothing to do either;
+- a params edit makes `dvc repro` re-run only that run's stages and the report, `dvc metrics diff`
+  shows it, and after `diffrepro sync` Snakemake has nothing to do;
+- a code edit makes `dvc status` and `snakemake -n` name the same jobs: the math reaches the runs'
+  train/sample/inpaint/nll, an edit of the report's module only the report;
+- DVC alone, in a fresh checkout, builds the same metrics as Snakemake.
+"""
 from __future__ import annotations
 
 import json
@@ -19,6 +27,7 @@ from .conftest import BIN, ROOT, TINY_PARAMS
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_WAIT_POLICY": "PASSIVE"}
 DETERMINISTIC = ("nll.json", "fid.json", "inpaint.json")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+RUN_STAGES = ("train", "sample", "inpaint", "nll", "fid")
 
 
 def sh(*cmd, cwd):
@@ -27,28 +36,66 @@ def sh(*cmd, cwd):
     return proc.stdout + proc.stderr
 
 
-def make_project(dest: Path) -> Path:
-    for name in ("Snakefile", "workflow", "dvc.yaml", "src"):
+def make_project(dest: Path, dvc: bool = True) -> Path:
+    for name in ("Snakefile", "workflow", "dvc.yaml", "src", ".dvcignore"):
         src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name,
-                                                            **({"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, dest / name)
     shutil.copy(TINY_PARAMS, dest / "params.yaml")
+    (dest / ".gitignore").write_text(".snakemake/\nlogs/\nresults/benchmarks/\n")
+    if dvc:
+        sh("git", "init", "-q", cwd=dest)
+        sh(BIN / "dvc", "init", "-q", cwd=dest)
+        sh(BIN / "dvc", "config", "core.analytics", "false", cwd=dest)
     return dest
 
 
+def commit(project: Path, message: str) -> None:
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", message, cwd=project)
+
+
+def dvc_ran(out: str) -> set:
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def dvc_changed(project: Path) -> set:
+    return set(json.loads(sh(BIN / "dvc", "status", "--json", cwd=project) or "{}"))
+
+
+def snakemake_pending(project: Path) -> set:
+    """rule@wildcard of every job `snakemake -n` would run (rule all left out)."""
+    out = sh(BIN / "snakemake", "-n", "--cores", "1", cwd=project)
+    jobs = set()
+    for block in re.split(r"\n(?=rule \S+:\n)", out):
+        m = re.match(r"rule (\S+):\n", block)
+        if not m or m.group(1) == "all":
+            continue
+        wildcard = re.search(r"^\s+wildcards: \w+=(\S+)$", block, re.M)
+        jobs.add(m.group(1) + (f"@{wildcard.group(1)}" if wildcard else ""))
+    return jobs
+
+
 @pytest.fixture(scope="module")
-def snakemake_project(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("smk"))
-    sh(BIN / "snakemake", "--cores", "2", cwd=project)
+def project(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("both"))
+    out = sh(BIN / "snakemake", "--cores", "2", cwd=project)
+    assert "recorded Snakemake's outputs in dvc.lock" in out
     return project
 
 
-def test_snakemake_builds_every_output(snakemake_project):
-    project = snakemake_project
+@pytest.fixture(scope="module")
+def runs():
+    return list(yaml.safe_load(TINY_PARAMS.read_text())["runs"])
+
+
+def test_snakemake_builds_every_output(project, runs):
     params = yaml.safe_load((project / "params.yaml").read_text())
     table = pd.read_csv(project / "results" / "metrics.csv")
-    assert sorted(table["run"]) == sorted(params["runs"])
-    for run in params["runs"]:
+    assert sorted(table["run"]) == sorted(runs)
+    for run in runs:
         for name in ("samples.png", "inpaint.png", "nll_terms.png", "loss.png"):
             assert (project / "results" / "runs" / run / name).read_bytes()[:8] == PNG_MAGIC
         nll = json.loads((project / "results" / "runs" / run / "nll.json").read_text())
@@ -62,32 +109,74 @@ def test_snakemake_builds_every_output(snakemake_project):
     beat = json.loads((project / "results" / "runs" / "beat-sd" / "nll.json").read_text())
     assert beat["unit"] == "bits/seq" and beat["nll"] >= math.log2(5) - 3 * beat["nll_stderr"]
     assert "| run" in (project / "results" / "metrics.md").read_text()
-    again = sh(BIN / "snakemake", "--cores", "2", "-n", cwd=project)
-    assert "Nothing to be done" in again
+    assert snakemake_pending(project) == set()
 
 
-def test_dvc_matches_snakemake_and_reruns_only_what_changed(snakemake_project, tmp_path):
-    project = make_project(tmp_path)
-    sh("git", "init", "-q", cwd=project)
-    sh(BIN / "dvc", "init", "-q", cwd=project)
-    sh(BIN / "dvc", "config", "core.analytics", "false", cwd=project)
-    sh(BIN / "dvc", "repro", cwd=project)
-    # same params and seed on the same device -> the same metrics from either engine
-    for run in yaml.safe_load((project / "params.yaml").read_text())["runs"]:
-        for name in DETERMINISTIC:
-            ours = json.loads((project / "results" / "runs" / run / name).read_text())
-            theirs = json.loads((snakemake_project / "results" / "runs" / run / name).read_text())
-            assert ours == theirs, (run, name)
-    sh("git", "add", "-A", cwd=project)
-    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "baseline", cwd=project)
+def test_after_snakemake_dvc_has_nothing_to_do_and_a_params_edit_reruns_only_its_run(project, runs):
+    out = sh(BIN / "dvc", "repro", cwd=project)
+    assert dvc_ran(out) == set(), out
+    commit(project, "built by snakemake")
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["runs"]["toyroll-ddpm"]["train"]["steps"] = 40
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = sh(BIN / "dvc", "repro", cwd=project)
-    ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {f"{s}@toyroll-ddpm" for s in ("train", "sample", "inpaint", "nll", "fid")} | {"report"}, ran
-    diff = sh(BIN / "dvc", "metrics", "diff", "--json", cwd=project)
-    changed = json.loads(diff)
+    assert dvc_ran(out) == {f"{s}@toyroll-ddpm" for s in RUN_STAGES} | {"report"}, out
+    changed = json.loads(sh(BIN / "dvc", "metrics", "diff", "--json", cwd=project))
     train_json = "results/runs/toyroll-ddpm/train.json"
     assert changed[train_json]["steps"]["old"] == 60 and changed[train_json]["steps"]["new"] == 40
+    # Snakemake sees the new params and newer files; sync hands it DVC's verdict
+    assert "train@toyroll-ddpm" in snakemake_pending(project)
+    assert "recorded its outputs in Snakemake's metadata" in sh(BIN / "diffrepro", "sync", cwd=project)
+    assert snakemake_pending(project) == set()
+    assert dvc_changed(project) == set()
+    commit(project, "fewer steps")
+
+
+def _edit(path: Path, text: str):
+    """Append to a source file; returns an undo that restores its content and mtime."""
+    original, stat = path.read_text(), path.stat()
+    path.write_text(original + text)
+
+    def undo():
+        path.write_text(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    return undo
+
+
+def test_a_code_edit_reruns_the_same_jobs_in_both_engines(project, runs):
+    src = project / "src" / "diffrepro"
+    # the DDPM math: every stage that builds a process (families.py imports all three)
+    undo = _edit(src / "diffusion" / "gaussian.py", "\n\ndef _added_helper():\n    return 1\n")
+    try:
+        dvc, smk = dvc_changed(project), snakemake_pending(project)
+    finally:
+        undo()
+    direct = {f"{s}@{r}" for s in ("train", "sample", "inpaint", "nll") for r in runs}
+    assert {f"{s}@toyroll-ddpm" for s in ("train", "sample", "inpaint", "nll")} <= dvc
+    assert dvc == direct  # DVC names the stages whose own deps changed
+    assert smk == direct | {f"fid@{r}" for r in runs} | {"report"}  # Snakemake also what follows them
+    assert dvc_changed(project) == set() and snakemake_pending(project) == set()
+
+    undo = _edit(src / "stages" / "report.py", "\n# a comment\n")
+    try:
+        assert dvc_changed(project) == {"report"}
+        assert snakemake_pending(project) == {"report"}
+    finally:
+        undo()
+
+
+def test_dvc_alone_builds_the_same_metrics(project, tmp_path, runs):
+    fresh = make_project(tmp_path)
+    params = yaml.safe_load((project / "params.yaml").read_text())  # as edited above
+    (fresh / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(BIN / "dvc", "repro", cwd=fresh)
+    # same params and seed on the same device -> the same metrics from either engine
+    for run in runs:
+        for name in DETERMINISTIC:
+            ours = json.loads((fresh / "results" / "runs" / run / name).read_text())
+            theirs = json.loads((project / "results" / "runs" / run / name).read_text())
+            assert ours == theirs, (run, name)
+    # and the Snakemake side of this checkout agrees once synced
+    assert "recorded its outputs in Snakemake's metadata" in sh(BIN / "diffrepro", "sync", cwd=fresh)
+    assert snakemake_pending(fresh) == set()

@@ -16,3 +16,8 @@ class Choice(enum.Enum):
                 return member
         allowed = ", ".join(m.value for m in cls)
         raise ValueError(f"unknown {cls.__name__} {value!r}; allowed: {allowed}")
+
+    @classmethod
+    def values(cls) -> tuple:
+        """Every allowed value, in declaration order (what the params schema's enum lists)."""
+        return tuple(m.value for m in cls)

@@ -26,6 +26,9 @@ def configure_threads(threads: int) -> None:
     torch.set_flush_denormal(True)
 
 
+DEVICES = ("auto", "cpu", "cuda")  # params `device`
+
+
 def pick_device(preference: str = "auto"):
     """CUDA when present (or asked for), CPU otherwise."""
     import torch

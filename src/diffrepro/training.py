@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import families
+from .choices import Choice
 from .config import RunConfig
 from .io import InputError, save_torch
 from .runtime import progress
@@ -42,11 +43,18 @@ def config_hash(run: RunConfig, seed: int, data_shape) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class LRSchedule(Choice):
+    """The learning rate after warm-up (params runs.<run>.train.lr_schedule)."""
+
+    CONSTANT = "constant"
+    LINEAR_DECAY = "linear_decay"  # flat for half the run, then linearly to 0
+
+
 def _lr_at(step: int, run: RunConfig) -> float:
     """Linear warm-up, then constant or (linear_decay) flat for half the run and linearly to 0."""
     tc = run.train
     scale = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps > 0 else 1.0
-    if tc.lr_schedule == "linear_decay":
+    if LRSchedule.from_str(tc.lr_schedule) is LRSchedule.LINEAR_DECAY:
         scale *= min(1.0, 2.0 * (1.0 - step / tc.steps))
     return tc.lr * scale
 

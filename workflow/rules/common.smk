@@ -4,10 +4,10 @@ import re
 import sys
 
 import yaml
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 from diffrepro import engines
-from diffrepro.config import check_local_inputs, parse_params
+from diffrepro.config import ParamsError, check_local_inputs, parse_params
 
 min_version("9.0")
 
@@ -26,9 +26,12 @@ if _cli_configfiles:
     config.clear()
     config.update(yaml.safe_load(open(PARAMS_FILE)))
 
-validate(config, "../schemas/params.schema.json", set_default=False)
-PARAMS = parse_params(config, source=PARAMS_FILE)  # cross-references: run -> dataset/model, family fits data
-check_local_inputs(PARAMS)  # local data roots / weights exist before any job starts
+try:  # the schema (workflow/schemas/params.schema.json), cross-references, per-family options, local inputs
+    PARAMS = parse_params(config, source=PARAMS_FILE)
+    check_local_inputs(PARAMS)  # local data roots / weights exist before any job starts
+except ParamsError as exc:  # one line naming the key, not a stack: nothing has run yet
+    print(f"diffrepro: error: {exc}", file=sys.stderr)
+    sys.exit(1)
 
 THREADS = PARAMS.threads
 RUNS = list(PARAMS.runs)
