@@ -15,6 +15,23 @@ TINY_PARAMS = ROOT / "tests" / "params-tiny.yaml"
 BIN = Path(sys.executable).parent
 
 
+PIPELINE_FILES = ("Snakefile", "workflow", "dvc.yaml", "src", ".dvcignore")
+
+
+def copy_pipeline_files(dest: Path, params: Path) -> None:
+    """What a project needs to run the pipeline (Snakefile, rules, dvc.yaml, the package source the
+    code deps point at) copied into `dest`, with `params` as its params.yaml."""
+    import shutil
+
+    for name in PIPELINE_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, dest / name)
+    shutil.copy(params, dest / "params.yaml")
+
+
 def run_cli(*args, cwd=None, check=False):
     """Run `diffrepro ...` as a user would; returns the CompletedProcess."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_WAIT_POLICY": "PASSIVE"}

@@ -12,7 +12,7 @@ from diffrepro.config import ParamsError, check_local_inputs, load_params
 from diffrepro.families import build_model
 from diffrepro.nets import count_parameters
 
-from .conftest import BIN, ROOT
+from .conftest import BIN, ROOT, copy_pipeline_files
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
@@ -39,9 +39,8 @@ def test_missing_root_is_refused_before_any_work(tmp_path):
 
 
 def test_snakemake_selects_a_paper_config(tmp_path):
-    for name in ("Snakefile", "workflow", "params.yaml", "configs"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    copy_pipeline_files(tmp_path, ROOT / "params.yaml")
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
     cmd = [str(BIN / "snakemake"), "-n", "-p", "--cores", "1", "--configfile", "configs/ddpm-cifar10.yaml"]
     refused = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode != 0 and "datasets.cifar10.root" in refused.stdout + refused.stderr
