@@ -143,3 +143,14 @@ def test_snakemake_rejects_bad_params_with_one_line_naming_the_key(tmp_path, tin
     assert proc.returncode != 0
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and key in lines[0] and lines[0].startswith("diffrepro: error:"), lines
+
+
+def test_every_reported_output_has_a_caption():
+    from diffrepro import pipeline
+
+    flagged = [(st, out) for st in pipeline.STAGES for out in st.outputs if out.report]
+    assert {out.report for _, out in flagged} >= {"samples", "inpainting", "bound terms", "loss curves",
+                                                   "metric tables"}
+    for st, out in flagged:
+        assert (ROOT / "workflow" / "report" / f"{st.name}-{out.name}.rst").read_text().strip(), (st.name, out.name)
+        assert out.path.endswith((".png", ".csv")), out.path

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -184,3 +185,63 @@ def test_dvc_alone_builds_the_same_metrics(project, tmp_path, runs):
     # and the Snakemake side of this checkout agrees (it has no metadata yet: its mtimes decide)
     assert "up to date" in sh(BIN / "diffrepro", "sync", cwd=fresh)
     assert snakemake_pending(fresh) == set()
+
+
+def test_snakemake_report_builds_offline_with_the_pictures(project):
+    sh(BIN / "snakemake", "--report", "results/report.html", cwd=project)
+    html = (project / "results" / "report.html").read_text(errors="replace")
+    for category in ("samples", "inpainting", "bound terms", "loss curves", "metric tables"):
+        assert category in html, category
+    for name in ("samples.png", "inpaint.png", "nll_terms.png", "bound_terms.png", "metrics.csv"):
+        assert name in html, name
+    assert html.count("iVBORw0KGgo") >= 4 * 5  # the pictures are embedded (base64 PNG), not linked
+    assert (project / "results" / "bound_terms.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def _compare(project, *args):
+    return sh(BIN / "diffrepro", "compare", *args, cwd=project)
+
+
+def test_compare_across_git_revisions(project):
+    # two commits above: built with 60 steps for toyroll-ddpm, then re-run with 40
+    out = _compare(project, "--rev", "HEAD~1", "--rev", "HEAD", "--no-workspace", "--no-exp", "--format", "csv")
+    frame = pd.read_csv(io.StringIO(out))
+    rows = frame[frame["run"] == "toyroll-ddpm"].set_index("source")
+    assert list(rows.index) == ["HEAD~1", "HEAD"]
+    assert rows.loc["HEAD~1", "train.steps"] == 60 and rows.loc["HEAD", "train.steps"] == 40
+    assert rows.loc["HEAD~1", "bound"] != rows.loc["HEAD", "bound"]
+    for rev in ("HEAD~1", "HEAD"):
+        committed = json.loads(subprocess.run(["git", "show", f"{rev}:results/runs/toyroll-ddpm/nll.json"],
+                                              cwd=project, capture_output=True, text=True).stdout)
+        assert rows.loc[rev, "bound"] == pytest.approx(committed["nll"], rel=1e-12)
+    # the other runs did not change, so no other setting differs between the two revisions
+    assert [c for c in frame.columns if "." in c and c != "train.steps"] == []
+
+
+def test_compare_dvc_experiments_that_differ_in_one_param(project):
+    for steps in (20, 30):
+        sh(BIN / "dvc", "exp", "run", "-S", f"runs.toyroll-ddpm.train.steps={steps}", cwd=project)
+    shown = json.loads(subprocess.run([str(BIN / "dvc"), "exp", "show", "--json"], cwd=project, env=ENV,
+                                      capture_output=True, text=True).stdout)
+    names = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev["data"]
+                steps = data["params"]["params.yaml"]["data"]["runs"]["toyroll-ddpm"]["train"]["steps"]
+                nll = data["metrics"]["results/runs/toyroll-ddpm/nll.json"]["data"]["nll"]
+                names[rev["name"]] = (steps, nll)
+    assert sorted(s for s, _ in names.values()) == [20, 30]
+    for fmt in ("md", "csv"):
+        out = _compare(project, "--no-workspace", "--exp", "--format", fmt, "--plots", project / "compare")
+        if fmt == "csv":
+            frame = pd.read_csv(io.StringIO(out))
+            rows = frame[frame["run"] == "toyroll-ddpm"].set_index("source")
+            assert set(rows.index) == set(names)
+            for name, (steps, nll) in names.items():  # agrees with dvc exp show
+                assert rows.loc[name, "train.steps"] == steps
+                assert rows.loc[name, "bound"] == pytest.approx(nll, rel=1e-12)
+        else:
+            assert all(f"| {name}" in out for name in names) and "train.steps" in out, out
+    for picture in ("bound_terms.png", "fid_vs_train_steps_toyroll-ddpm.png", "samples_toyroll-ddpm.png"):
+        assert (project / "compare" / picture).read_bytes()[:8] == PNG_MAGIC, picture

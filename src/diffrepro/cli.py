@@ -18,10 +18,7 @@ from . import pipeline  # noqa: E402
 from .pipeline import Collect  # noqa: E402
 
 LOG = logging.getLogger("diffrepro")
-TOOLS = {
-    "dvc-yaml": "print dvc.yaml generated from the pipeline declaration (src/diffrepro/pipeline.py)",
-    "sync": "after `dvc repro` (or `snakemake`): record the built outputs in the other engine's state",
-}
+from .tools import TOOLS  # noqa: E402
 
 
 def add_stage_arguments(p: argparse.ArgumentParser, st: pipeline.Stage) -> None:
@@ -50,31 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
         add_stage_arguments(p, st)
         if hasattr(module, "add_arguments"):  # options of the stage's own beyond its declared paths
             module.add_arguments(p)
-    for name, help_text in TOOLS.items():
-        sub.add_parser(name, help=help_text)
+    for name, tool in TOOLS.items():
+        tool.add_arguments(sub.add_parser(name, help=tool.HELP))
     return parser
-
-
-def run_tool(args) -> int:
-    if args.stage == "dvc-yaml":
-        from .engines import render_dvc_yaml
-
-        sys.stdout.write(render_dvc_yaml())
-        return 0
-    from .sync import SyncError, sync
-
-    try:
-        print(f"diffrepro sync: {sync('.')}")
-    except SyncError as exc:
-        print(f"diffrepro sync: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.stage in TOOLS:
-        return run_tool(args)
+        return TOOLS[args.stage].run(args)
     from .runtime import setup_logging
 
     setup_logging(args.log)

@@ -112,11 +112,6 @@ def _lookup(raw: dict, dotted: str):
     return node
 
 
-def snakemake_outputs(st: Stage) -> dict:
-    """{name: template} with the stage's wildcard as a Snakemake wildcard."""
-    return {o.name: o.path for o in st.outputs}
-
-
 def job_inputs(st: Stage, raw: dict, key: str | None) -> dict:
     """{name: path or [paths]} of one job, plus "code": the source files it depends on."""
     values = pipeline.wildcard_values(st, raw, key)

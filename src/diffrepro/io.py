@@ -93,6 +93,16 @@ def load_json(path, what: str = "metrics file") -> dict:
         raise InputError(f"{what} {str(path)!r} is not valid JSON ({exc})") from None
 
 
+def load_csv(path, what: str = "table"):
+    import pandas as pd
+
+    path = require_file(path, what)
+    try:
+        return pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"{what} {str(path)!r} is not a readable CSV table ({exc})") from None
+
+
 def load_checkpoint(path, what: str = "checkpoint", required_keys=("config", "model")) -> dict:
     """torch.load with a clear error for a missing, truncated or foreign file."""
     import torch

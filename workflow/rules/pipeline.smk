@@ -14,6 +14,19 @@ def _priority(st):
     return 0
 
 
+def rule_outputs(st):
+    """The stage's outputs; pictures and tables flagged for `snakemake --report` in their category,
+    one sub-category per run or dataset, captioned by workflow/report/<stage>-<output>.rst."""
+    outs = {}
+    for out in st.outputs:
+        if out.report:
+            outs[out.name] = report(out.path, caption=f"../report/{st.name}-{out.name}.rst", category=out.report,
+                                    subcategory=f"{{{st.wildcard}}}" if st.wildcard else "all runs")
+        else:
+            outs[out.name] = out.path
+    return outs
+
+
 def declare_rule(st):
     """One rule for one declared stage (a function, so each rule's command binds its own stage)."""
 
@@ -23,7 +36,7 @@ def declare_rule(st):
         input:
             unpack(engines.snakemake_inputs(st, config)),
         output:
-            **engines.snakemake_outputs(st),
+            **rule_outputs(st),
         params:
             settings=engines.snakemake_params(st, config),
         log:

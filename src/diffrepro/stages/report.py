@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from .. import families, pipeline
-from ..io import load_json, save_csv, save_text
+from ..compare_plots import bound_terms_figure
+from ..io import load_csv, load_json, save_csv, save_figure, save_text
 from ..paper import PAPER_FIGURES
 
 LOG = logging.getLogger("diffrepro.report")
@@ -23,6 +24,8 @@ def gather(params, runs_dir: Path) -> pd.DataFrame:
         row = {"run": name, "dataset": run.dataset.name, "family": run.diffusion.family,
                "T": run.diffusion.timesteps, "model": run.model.name}
         for stage, output in collect.outputs:
+            if pipeline.stage(stage).output(output).role != "metric":
+                continue
             path = pipeline.collected_file(collect, runs_dir, stage, output, name)
             metrics = load_json(path, f"{stage} metrics of run {name!r}")
             for key, value in metrics.items():
@@ -59,6 +62,7 @@ def _md(frame: pd.DataFrame) -> str:
 
 def run(args, params, device):
     frame = gather(params, Path(args.runs_dir))
+    collect = next(i for i in pipeline.stage("report").inputs if isinstance(i, pipeline.Collect))
     headline_cols = ["run", "dataset", "family", "T", "train.steps", "train.train_wall_s", "train.final_loss",
                      "nll.nll", "nll.unit", "nll.K_minus_L_null", "fid.fid", "fid.fid_floor_train_vs_test",
                      "fid.kid", "fid.n", "inpaint.mse_right_half"]
@@ -70,5 +74,10 @@ def run(args, params, device):
             _md(paper_table(params, frame)), "",
             "## SD-2015 vs DDPM on the same data (one evaluator)", "", _md(family_table(frame)), ""]
     save_csv(args.csv, frame)
+    curves = []  # every run's bound terms (and rate-distortion) on one picture
+    for name in params.runs:
+        path = pipeline.collected_file(collect, Path(args.runs_dir), "nll", "terms", name)
+        curves.append((name, frame.loc[frame["run"] == name, "nll.unit"].iloc[0], load_csv(path, f"bound terms of {name!r}")))
+    save_figure(args.bound_plot, bound_terms_figure(curves))
     save_text(args.md, "\n".join(text))
     LOG.info("report: %d runs -> %s", len(frame), args.csv)

@@ -1,0 +1,134 @@
+"""`diffrepro <tool>`: the commands beside the pipeline stages (they build or read the pipeline,
+they are not stages of it). Each has `HELP`, `add_arguments(parser)` and `run(args) -> exit code`."""
+from __future__ import annotations
+
+import sys
+
+
+class DvcYaml:
+    HELP = "print dvc.yaml generated from the pipeline declaration (src/diffrepro/pipeline.py)"
+
+    @staticmethod
+    def add_arguments(p):
+        pass
+
+    @staticmethod
+    def run(args) -> int:
+        from .engines import render_dvc_yaml
+
+        sys.stdout.write(render_dvc_yaml())
+        return 0
+
+
+class Sync:
+    HELP = "after `dvc repro` (or `snakemake`): record the built outputs in the other engine's state"
+
+    @staticmethod
+    def add_arguments(p):
+        pass
+
+    @staticmethod
+    def run(args) -> int:
+        from .sync import SyncError, sync
+
+        try:
+            print(f"diffrepro sync: {sync('.')}")
+        except SyncError as exc:
+            print(f"diffrepro sync: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+
+class Compare:
+    HELP = "one table of every run across the workspace, git revisions and DVC experiments"
+
+    @staticmethod
+    def add_arguments(p):
+        from .compare import FORMATS
+
+        p.add_argument("--rev", action="append", default=[], metavar="REV",
+                       help="also a git revision's committed params and metrics (repeatable)")
+        exps = p.add_mutually_exclusive_group()
+        exps.add_argument("--exp", dest="exps", action="store_true", default=None,
+                          help="include HEAD's DVC experiments (the default when there are any)")
+        exps.add_argument("--no-exp", dest="exps", action="store_false", help="leave DVC experiments out")
+        p.add_argument("--no-workspace", action="store_true", help="leave the workspace's results out")
+        p.add_argument("--format", default="md", choices=FORMATS, help="markdown (default), csv or html")
+        p.add_argument("--out", default=None, help="write the table here (default: standard output)")
+        p.add_argument("--plots", default=None, metavar="DIR",
+                       help="also write comparison pictures (bound terms, FID against steps, sample grids) here")
+
+    @staticmethod
+    def run(args) -> int:
+        from .compare import CompareError, gather, render, table
+
+        try:
+            rows = gather(".", revs=args.rev, exps=args.exps, include_workspace=not args.no_workspace)
+            if not rows:
+                raise CompareError("nothing to compare: no runs in the chosen sources")
+            text = render(table(rows), args.format)
+            if args.plots:
+                from .compare_plots import write_plots
+
+                for path in write_plots(rows, args.plots):
+                    print(f"diffrepro compare: wrote {path}", file=sys.stderr)
+        except CompareError as exc:
+            print(f"diffrepro compare: error: {exc}", file=sys.stderr)
+            return 2
+        if args.out:
+            from .io import save_text
+
+            save_text(args.out, text)
+        else:
+            sys.stdout.write(text)
+        return 0
+
+
+TOOLS = {"dvc-yaml": DvcYaml, "sync": Sync, "compare": Compare}
+
+
+class ReadmeFigures:
+    HELP = "rewrite the README's table of figures from a pipeline's results/metrics.csv (--check: only compare)"
+
+    @staticmethod
+    def add_arguments(p):
+        from .readme import SNAPSHOT
+
+        p.add_argument("--metrics", default=None,
+                       help=f"a pipeline's metrics.csv (default: the committed snapshot {SNAPSHOT})")
+        p.add_argument("--params", default="params.yaml", help="the params the pipeline ran on")
+        p.add_argument("--readme", default="README.md")
+        p.add_argument("--check", action="store_true", help="exit 2 when the README differs, change nothing")
+
+    @staticmethod
+    def run(args) -> int:
+        import shutil
+
+        import pandas as pd
+
+        from .config import ParamsError, load_params
+        from .io import save_text
+        from .readme import SNAPSHOT, current_block, render_table, replace_block
+
+        try:
+            params = load_params(args.params)
+            source = args.metrics or SNAPSHOT
+            frame = pd.read_csv(source)
+            block = render_table(frame, params)
+            text = open(args.readme).read()
+            if args.check:
+                if current_block(text) != block:
+                    print(f"diffrepro readme-figures: {args.readme}'s table differs from {source}; "
+                          "run `diffrepro readme-figures`", file=sys.stderr)
+                    return 2
+                return 0
+            if args.metrics and args.metrics != SNAPSHOT:
+                shutil.copyfile(args.metrics, SNAPSHOT)
+            save_text(args.readme, replace_block(text, block))
+        except (OSError, ValueError, ParamsError) as exc:
+            print(f"diffrepro readme-figures: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+
+TOOLS["readme-figures"] = ReadmeFigures
