@@ -127,6 +127,8 @@ def rows_of(source: Source, params_file: str = "params.yaml") -> list:
     for run, spec in (params.get("runs") or {}).items():
         metrics = {}
         for stage_name, output in collect.outputs:
+            if pipeline.stage(stage_name).output(output).role != "metric":
+                continue
             path = pipeline.fill(pipeline.stage(stage_name).output(output).path, run=run)
             data = _load(source, path, f"{stage_name} metrics of {run}")
             if isinstance(data, dict):
@@ -175,8 +177,13 @@ def gather(root=".", revs=(), exps: bool | None = None, include_workspace: bool 
     """Rows of every requested source (experiments: all of HEAD's when `exps` is None and some exist)."""
     sources = [workspace(root)] if include_workspace else []
     sources += [revision(root, rev) for rev in revs]
-    if exps or exps is None:
+    if exps:
         sources += experiments(root)
+    elif exps is None:  # by default: the experiments there are, if DVC can list them
+        try:
+            sources += experiments(root)
+        except CompareError:
+            pass
     rows = []
     for source in sources:
         rows += rows_of(source)

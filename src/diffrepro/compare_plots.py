@@ -93,6 +93,8 @@ def write_plots(rows: list, folder) -> list:
             path = folder / f"fid_vs_{key.replace('.', '_')}_{run}.png"
             save_figure(path, fig)
             written.append(path)
+        if not swept and not any(r["settings"] != group[0]["settings"] for r in group):
+            continue  # the same run with the same settings everywhere: nothing to set side by side
         # the sample grids side by side
         grids = []
         for r in group:

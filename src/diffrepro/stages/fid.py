@@ -24,7 +24,9 @@ def run(args, params, device):
     seed = derive_seed(params.seed, "fid", cfg.name)
     model_scores = fid.fid_kid(samples[:n], test[:n], args.extractor, device=device, seed=seed)
     floor = fid.fid_kid(train[:n], test[:n], args.extractor, device=device, seed=seed)
-    metrics = {"n": n, "fid": model_scores["fid"], "kid": model_scores["kid_mean"], "kid_std": model_scores["kid_std"],
+    kind = fid.load_extractor(args.extractor)[1].get("kind", "?")
+    space = {"identity": "data space"}.get(kind, f"{kind} of {cfg.dataset.name}")  # a domain classifier's features
+    metrics = {"n": n, "feature_space": space, "fid": model_scores["fid"], "kid": model_scores["kid_mean"], "kid_std": model_scores["kid_std"],
                "fid_floor_train_vs_test": floor["fid"], "kid_floor_train_vs_test": floor["kid_mean"]}
     if cfg.eval.inception_weights:  # the standard FID, as DDPM reports it: samples vs the training set
         m = min(cfg.eval.fid_n, len(samples), len(train))
