@@ -41,6 +41,7 @@ def _error(raw) -> str:
     (lambda r: r["models"]["mlp-tiny"].update(arch="transformer"), ["models.mlp-tiny.arch", "unet"]),
     (lambda r: r["runs"]["toyroll-ddpm"]["inpaint"].update(masks=["center_square"]), ["center_square", "image"]),
     (lambda r: r.pop("seed"), ["'seed' is a required"]),
+    (lambda r: r["models"]["unet-tiny"].update(preset="unet-huge"), ["models.unet-tiny.preset", "'unet-huge'", "digits-cpu"]),
 ])
 def test_bad_params_name_the_key(tiny_raw, mutate, must_name):
     mutate(tiny_raw)
@@ -134,6 +135,7 @@ def test_every_schema_enum_equals_its_registry():
     from diffrepro.diffusion.sd_gaussian import SDBetaInit
     from diffrepro.nets.activations import ACTIVATIONS
     from diffrepro.nets.sd_nets import HiddenKind
+    from diffrepro.nets.unet import PRESETS
     from diffrepro.runtime import DEVICES
     from diffrepro.sampling import InpaintMode, RSchedule
     from diffrepro.stages.inpaint import MASKS
@@ -146,6 +148,7 @@ def test_every_schema_enum_equals_its_registry():
         "definitions.model.properties.arch": NETS,
         "definitions.model.properties.activation": ACTIVATIONS,
         "definitions.model.properties.hidden_kind": HiddenKind.values(),
+        "definitions.model.properties.preset": PRESETS,
         run + "diffusion.properties.family": families.FAMILIES,
         run + "diffusion.properties.schedule": {s for v in FAMILY_SCHEDULES.values() for s in v},
         run + "diffusion.properties.mean_type": ModelMeanType.values(),
@@ -187,6 +190,9 @@ def test_family_options_are_the_schema_keys():
     ("toyroll-ddpm", lambda r: r["diffusion"].update(binomial_p=0.3), ["runs.toyroll-ddpm.diffusion.binomial_p", "ddpm"]),
     ("toyroll-ddpm", lambda r: r["diffusion"].update(var_type="learned_range"), ["loss_type", "learned_range", "hybrid"]),
     ("toyroll-sd", lambda r: r["diffusion"].update(schedule="cosine"), ["runs.toyroll-sd.diffusion.schedule", "geometric"]),
+    ("toyroll-ddpm", lambda r: r["diffusion"].update(beta_start=0.3, beta_end=0.01), ["diffusion.beta_start = 0.3", "beta_end = 0.01"]),
+    ("toyroll-ddpm", lambda r: r["diffusion"].update(beta_start=0.05) or r["diffusion"].pop("beta_end"), ["beta_start = 0.05", "0.02"]),
+    ("toyroll-sd", lambda r: r["diffusion"].update(beta_1=0.6), ["runs.toyroll-sd.diffusion.beta_1 = 0.6", "beta_end = 0.5"]),
 ])
 def test_options_of_another_family_name_the_key(tiny_raw, run, mutate, must_name):
     mutate(tiny_raw["runs"][run])
@@ -212,3 +218,17 @@ def test_clip_denoised_on_an_sd_run_stops_train_with_one_line(tmp_path, tiny_raw
     assert len([e for e in errors if e.startswith("diffrepro train: error:")]) == 1
     assert "runs.toyroll-sd.sample.clip_denoised" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_outputs_get_the_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    from diffrepro import io
+
+    io.save_json(tmp_path / "a.json", {"x": 1})
+    io.save_text(tmp_path / "b.md", "text")
+    for name in ("a.json", "b.md"):
+        mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+        assert mode == 0o666 & ~io._UMASK, oct(mode)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind

@@ -90,7 +90,17 @@ def test_fid_of_a_set_against_itself_is_zero(digits_extractor):
     x = digits_extractor["x_test"]
     out = fid_kid(x, x.copy(), digits_extractor["path"], kid_subsets=KID_SUBSETS)
     assert abs(out["fid"]) < 1e-6
-    assert out["kid_subset_size"] == len(x)
+    assert out["kid_subset_size"] == len(x) // 2
+
+
+def test_kid_std_is_the_spread_of_subsets_smaller_than_the_set(digits_extractor):
+    x = digits_extractor["x_test"]
+    rng = np.random.default_rng(0)
+    noisy = np.clip(x + 0.3 * rng.standard_normal(x.shape).astype(np.float32), -1, 1)
+    out = fid_kid(noisy, x, digits_extractor["path"], kid_subsets=KID_SUBSETS)
+    assert out["kid_subset_size"] < len(x)
+    # subsets of half the set differ, so their KIDs spread: an uncertainty, not rounding noise
+    assert out["kid_std"] > 1e-3 * abs(out["kid_mean"]) and out["kid_std"] > 1e-9
 
 
 def test_fid_and_kid_grow_with_corruption(digits_extractor):

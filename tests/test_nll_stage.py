@@ -42,3 +42,12 @@ def test_rate_distortion_accumulates_from_t_to_T():
     # after receiving x_t the receiver has paid L_T + L_{T-1} + ... + L_t
     assert rd["rate"].tolist() == [0.5 + 2 + 3 + 4, 0.5 + 3 + 4, 0.5 + 4, 0.5]
     assert rd["distortion"] == pytest.approx(np.sqrt([0.1, 0.2, 0.3, 0.4] * (1 - abar) / abar))
+
+
+def test_paper_k_only_on_the_continuous_scale():
+    from diffrepro.stages.nll import paper_k
+
+    res = {"k_paper": np.array([2.0, 4.0])}
+    assert paper_k(res, "points", lambda nats: nats / np.log(2)) == {"K_paper_eq14": pytest.approx(3.0 / np.log(2))}
+    assert paper_k(res, "image", lambda nats: nats) == {}  # differential entropies are not bits/dim of bins
+    assert paper_k({}, "points", lambda nats: nats) == {}

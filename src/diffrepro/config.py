@@ -250,6 +250,12 @@ def _check_family_options(run: dict, where: str, data_type: str, source: str) ->
     if diffusion.get("var_type") == "learned_range" and diffusion.get("loss_type", "simple") == "simple":
         raise ParamsError(f"{source}: {where}.diffusion.loss_type = 'simple' cannot train var_type 'learned_range' "
                           f"(L_simple has no variance term); allowed with learned_range: hybrid, kl")
+    for first, last in (("beta_start", "beta_end"), ("beta_1", "beta_end")):
+        lo = diffusion.get(first, DiffusionConfig.__dataclass_fields__[first].default)
+        hi = diffusion.get(last, DiffusionConfig.__dataclass_fields__[last].default)
+        if first in allowed and schedule in ("linear", "geometric") and lo >= hi:
+            raise ParamsError(f"{source}: {where}.diffusion.{first} = {lo:g} must be below "
+                              f"{where}.diffusion.{last} = {hi:g} (a {schedule} schedule rises from one to the other)")
     clip = run.get("sample", {}).get("clip_denoised")
     if clip and (family not in CLIP_FAMILIES or data_type != "image"):
         raise ParamsError(f"{source}: {where}.sample.clip_denoised = true needs a predicted x0 of image data "

@@ -14,6 +14,15 @@ class InputError(ValueError):
     """A missing or unreadable input file: the message names the path and what was expected."""
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
@@ -26,6 +35,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results get the permissions of any new file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 
 import torch
@@ -168,17 +167,9 @@ def save_extractor(path, model, meta: dict | None = None) -> None:
     meta["kind"] = kind
     checkpoint = {"format": CHECKPOINT_FORMAT, "kind": kind, "config": model.config,
                   "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    from ..io import save_torch
+
+    save_torch(path, checkpoint)  # atomically, with the umask's permissions
 
 
 def _read_checkpoint(path) -> dict:
@@ -284,12 +275,14 @@ class TensorSamples(Dataset):
 
 
 def resolve_kid_subset_size(kid_subset_size, n_a: int, n_b: int) -> int:
-    """KID subset size: min(1000, n_a, n_b) (torch-fidelity's default, capped) when None; else checked."""
+    """KID subset size: min(1000, n/2) when None (torch-fidelity's 1000 of 50k, and at most half the
+    smaller set: subsets as large as the set are all the same draw, and their spread, kid_std, is then
+    ~0 instead of an uncertainty); else checked."""
     largest = min(n_a, n_b)
-    if largest < 2:
-        raise ValueError(f"KID needs at least 2 samples per set, got {n_a} and {n_b}")
+    if largest < 4:
+        raise ValueError(f"KID needs at least 4 samples per set (subsets of half of them), got {n_a} and {n_b}")
     if kid_subset_size is None:
-        return min(1000, largest)
+        return min(1000, largest // 2)
     if not 2 <= int(kid_subset_size) <= largest:
         raise ValueError(f"kid_subset_size={kid_subset_size} must lie in "
                          f"[2, min(len(a), len(b)) = {largest}]")
