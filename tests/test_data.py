@@ -175,14 +175,17 @@ def test_digits_grid_shapes_labels_and_stratification():
 
     split = load_dataset("digits", seed=0, test_fraction=0.25)
     assert split.x_train.shape[1:] == (1, 8, 8) and len(split.x_train) + len(split.x_test) == 1797
-    assert on_8bit_grid(split.x_train) and split.x_train.min() == -1.0 and split.x_train.max() == 1.0
+    # the data's own 17 levels, v / 8 - 1, not stretched over 256 bins
+    levels = (np.concatenate([split.x_train, split.x_test]) + 1) * 8
+    assert np.array_equal(levels, np.round(levels)) and split.x_train.min() == -1.0 and split.x_train.max() == 1.0
+    assert len(np.unique(levels)) == 17 and split.info["levels"] == 17
     assert split.y_train.dtype == np.int64 and set(split.y_test) == set(range(10))
     # each class is split 75/25 up to rounding
     per_class = np.bincount(split.y_test, minlength=10) / np.bincount(load_digits().target, minlength=10)
     assert np.all(np.abs(per_class - 0.25) < 0.02)
-    # together the splits hold every source image, at round(v * 255 / 16), with its own label
-    source = np.round(load_digits().images * 255 / 16).reshape(1797, 64)
-    ours = np.round((np.concatenate([split.x_train, split.x_test]).reshape(1797, 64) + 1) * 127.5)
+    # together the splits hold every source image, at its own level, with its own label
+    source = load_digits().images.reshape(1797, 64)
+    ours = levels.reshape(1797, 64)
     labels = np.concatenate([split.y_train, split.y_test])
 
     def sort_rows(images, targets):

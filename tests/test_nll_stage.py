@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffrepro.stages.nll import l_null_nats, rate_distortion
+from diffrepro.metrics.bound import l_null_nats, rate_distortion
 
 
 def test_l_null_points_is_the_isotropic_gaussian_log_density():
@@ -51,3 +51,41 @@ def test_paper_k_only_on_the_continuous_scale():
     assert paper_k(res, "points", lambda nats: nats / np.log(2)) == {"K_paper_eq14": pytest.approx(3.0 / np.log(2))}
     assert paper_k(res, "image", lambda nats: nats) == {}  # differential entropies are not bits/dim of bins
     assert paper_k({}, "points", lambda nats: nats) == {}
+
+
+def test_categorical_baseline_is_add_one_counts_over_the_levels():
+    from diffrepro.metrics.bound import categorical_nats, to_levels
+
+    levels = 17
+    rng = np.random.default_rng(0)
+    train_v = rng.integers(0, levels, size=(200, 1, 2, 2))
+    test_v = rng.integers(0, levels, size=(30, 1, 2, 2))
+    scale = lambda v: v / 8.0 - 1.0  # noqa: E731  (the digits' scaling)
+    assert np.array_equal(to_levels(scale(test_v), levels), test_v)
+    got = categorical_nats(scale(train_v), scale(test_v), levels)
+    flat_train, flat_test = train_v.reshape(200, 4), test_v.reshape(30, 4)
+    expected = np.zeros(30)
+    for d in range(4):  # p_d(v) = (count + 1) / (N + L), by a plain loop
+        counts = np.array([(flat_train[:, d] == v).sum() for v in range(levels)])
+        expected += np.log((counts[flat_test[:, d]] + 1) / (200 + levels))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # uniform data: the baseline approaches log2(L) bits/dim, the entropy of the data
+    big = rng.integers(0, levels, size=(20000, 1, 2, 2))
+    bits = -categorical_nats(scale(big[:10000]), scale(big[10000:]), levels).mean() / (4 * math.log(2))
+    assert bits == pytest.approx(math.log2(levels), abs=0.01)
+
+
+def test_discretised_decoder_bins_follow_the_levels():
+    from diffrepro.diffusion.likelihood import discretized_gaussian_log_likelihood
+
+    for levels in (17, 256):
+        grid = torch.arange(levels, dtype=torch.float64) * 2 / (levels - 1) - 1
+        for mean in (-0.9, 0.1, 0.7):
+            logp = discretized_gaussian_log_likelihood(grid, torch.full_like(grid, mean),
+                                                       torch.full_like(grid, math.log(0.2)), bins=levels)
+            assert torch.exp(logp).sum().item() == pytest.approx(1.0, abs=1e-9)
+    # a sharp decoder on 17 levels costs ~0 bits where 256 bins would charge the unused resolution
+    x = torch.tensor([0.125], dtype=torch.float64)
+    sharp = torch.log(torch.tensor([0.0224], dtype=torch.float64))  # σ_1 = sqrt(5e-4)
+    assert -discretized_gaussian_log_likelihood(x, x, sharp, bins=17).item() < 0.01
+    assert -discretized_gaussian_log_likelihood(x, x, sharp, bins=256).item() > 1.0

@@ -34,6 +34,8 @@ FAMILY_DATA_TYPES = {
     "sd_binomial": ("binary",),
 }
 LABELLED_KINDS = ("digits", "mnist5k", "mnist", "cifar10")
+# image dataset kind -> its quantisation levels (the discretised decoder's bins, the unit of bits/dim)
+DATA_LEVELS = {"deadleaves": 256, "digits": 17, "mnist5k": 256, "mnist": 256, "cifar10": 256}
 # diffusion family -> the keys under a run's `diffusion` it reads besides family and timesteps; any
 # other key given there is refused when params are parsed (families.py builds the processes)
 FAMILY_OPTIONS = {
@@ -71,6 +73,11 @@ class DatasetConfig:
     @property
     def data_type(self) -> str:
         return DATA_TYPES[self.kind]
+
+    @property
+    def levels(self) -> int | None:
+        """Quantisation levels of image data (None for points and bits)."""
+        return DATA_LEVELS.get(self.kind) if self.data_type == "image" else None
 
     @property
     def labelled(self) -> bool:

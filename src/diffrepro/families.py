@@ -28,7 +28,7 @@ def ddpm_betas(diff: DiffusionConfig):
                      **{k: v for k, v in given.items() if k in schedule_settings(diff.schedule)})
 
 
-def _build_ddpm(diff: DiffusionConfig, data_type: str):
+def _build_ddpm(diff: DiffusionConfig, data_type: str, levels: int):
     from .diffusion.gaussian import GaussianDiffusion, LossType, ModelMeanType, ModelVarType
 
     return GaussianDiffusion(
@@ -37,19 +37,21 @@ def _build_ddpm(diff: DiffusionConfig, data_type: str):
         var_type=ModelVarType.from_str(diff.var_type),
         loss_type=LossType.from_str(diff.loss_type),
         decoder=_decoder(data_type),
+        bins=levels,
         hybrid_lambda=diff.hybrid_lambda,
         clip_denoised=data_type == "image",  # predicted x0 of 8-bit images lies in [-1, 1]
     )
 
 
-def _build_sd_gaussian(diff: DiffusionConfig, data_type: str):
+def _build_sd_gaussian(diff: DiffusionConfig, data_type: str, levels: int):
     from .diffusion.sd_gaussian import SDGaussianDiffusion
 
     return SDGaussianDiffusion(num_timesteps=diff.timesteps, beta_1=diff.beta_1, learn_betas=diff.learn_betas,
-                               beta_schedule_init=diff.schedule, beta_end=diff.beta_end, decoder=_decoder(data_type))
+                               beta_schedule_init=diff.schedule, beta_end=diff.beta_end, decoder=_decoder(data_type),
+                               bins=levels)
 
 
-def _build_sd_binomial(diff: DiffusionConfig, data_type: str):
+def _build_sd_binomial(diff: DiffusionConfig, data_type: str, levels: int):
     from .diffusion.binomial import BinomialDiffusion
 
     return BinomialDiffusion(num_timesteps=diff.timesteps, p=diff.binomial_p, reverse_type=diff.binomial_reverse)
@@ -62,7 +64,7 @@ def _noise(run: RunConfig) -> float:
 @dataclass(frozen=True)
 class Family:
     name: str
-    build: Callable                 # (DiffusionConfig, data_type) -> a protocol.DiffusionProcess
+    build: Callable                 # (DiffusionConfig, data_type, levels) -> a protocol.DiffusionProcess
     out_mult: Callable              # DiffusionConfig -> data-shaped tensors the network outputs
     bf16_autocast: bool             # trains under bf16 autocast on CUDA (float64 schedule math does not)
     setting: Callable               # RunConfig -> what its figures depend on most (the report prints it)
@@ -102,9 +104,10 @@ def out_mult(diff: DiffusionConfig) -> int:
     return family(diff.family).out_mult(diff)
 
 
-def build_process(diff: DiffusionConfig, data_type: str):
-    """The diffusion process for a run (a protocol.DiffusionProcess, an nn.Module)."""
-    return family(diff.family).build(diff, data_type)
+def build_process(diff: DiffusionConfig, data_type: str, levels: int | None = None):
+    """The diffusion process for a run (a protocol.DiffusionProcess, an nn.Module); images get a
+    discretised decoder with one bin per quantisation level (default 256)."""
+    return family(diff.family).build(diff, data_type, levels or 256)
 
 
 def training_loss(process, model, x_start, generator):

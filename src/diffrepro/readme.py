@@ -29,9 +29,9 @@ def _g(value, digits=4) -> str:
 def render_table(frame: pd.DataFrame, params) -> str:
     """One row per run: setting, our bound (unit, ± standard error) beside the paper's (−K where the
     paper reports K), K − L_null beside the paper's, FID vs the train-test floor, training time."""
-    lines = ["| run | setting | bound (test set, all T terms) | paper | K − L_null | paper | "
+    lines = ["| run | setting | bound (test set, all T terms) | paper | per-pixel categorical | K − L_null | paper | "
              "FID (n) vs train-test floor | train s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for _, r in frame.iterrows():
         run = params.runs.get(r["run"])
         setting = families.family(r["family"]).setting(run) if run is not None else f"T={r['T']}"
@@ -40,9 +40,11 @@ def render_table(frame: pd.DataFrame, params) -> str:
         paper_gain = paper.get("K_minus_L_null", (None,))[0]
         fid = (f"{_g(r.get('fid.fid'))} ({int(r['fid.n'])}) vs {_g(r.get('fid.fid_floor_train_vs_test'))}"
                if pd.notna(r.get("fid.fid")) else "—")
+        levels = f" ({int(r['nll.levels'])} levels)" if pd.notna(r.get("nll.levels")) else ""
         lines.append(f"| {r['run']} | {run.dataset.kind if run else r['dataset']}, {setting} | "
-                     f"{_g(r.get('nll.nll'))} ± {_g(r.get('nll.nll_stderr'), 2)} {r.get('nll.unit', '')} | "
-                     f"{_g(paper_bound)} | {_g(r.get('nll.K_minus_L_null'))} | {_g(paper_gain)} | {fid} | "
+                     f"{_g(r.get('nll.nll'))} ± {_g(r.get('nll.nll_stderr'), 2)} {r.get('nll.unit', '')}{levels} | "
+                     f"{_g(paper_bound)} | {_g(r.get('nll.nll_categorical'))} | {_g(r.get('nll.K_minus_L_null'))} | "
+                     f"{_g(paper_gain)} | {fid} | "
                      f"{_g(r.get('train.train_wall_s'), 3)} |")
     return "\n".join(lines)
 

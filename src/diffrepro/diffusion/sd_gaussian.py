@@ -116,11 +116,12 @@ class SDGaussianDiffusion(GaussianReverse):
     def __init__(self, num_timesteps: int, beta_1: float = 1e-5, learn_betas: bool = True,
                  beta_schedule_init: str | SDBetaInit = "geometric", beta_end: float = 0.5,
                  beta_min: float = 1e-6, beta_max: float = 1.0 - 1e-5,
-                 variance_coeff_scale: float | None = None, decoder: str = "gaussian"):
+                 variance_coeff_scale: float | None = None, decoder: str = "gaussian", bins: int = 256):
         super().__init__()
         if decoder not in ("gaussian", "discretized"):
             raise ValueError(f"unknown decoder {decoder!r}; allowed: gaussian, discretized")
         self.decoder = decoder
+        self.bins = int(bins)  # quantisation levels of discretised data (decoder "discretized")
         if num_timesteps < 2:
             raise ValueError(f"num_timesteps must be >= 2 for SD-2015 diffusion, got {num_timesteps}")
         if not 0.0 < beta_1 < 1.0:
@@ -245,7 +246,8 @@ class SDGaussianDiffusion(GaussianReverse):
         first = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
         x1 = self._q_sample64(x_start, first, sched, generator=generator)
         mean = torch.sqrt(1.0 - b1) * x1
-        return -sum_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * torch.log(b1).expand_as(x0)))
+        return -sum_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * torch.log(b1).expand_as(x0),
+                                                             bins=self.bins))
 
     def kl_term(self, model, x_start, t, sched: SDSchedule, generator=None) -> torch.Tensor:
         """KL(q(x_t | x_{t+1}, x_0) ‖ p(x_t | x_{t+1})) `[N]` nats at index t >= 1, with

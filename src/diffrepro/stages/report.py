@@ -49,7 +49,8 @@ def paper_table(params, frame: pd.DataFrame) -> pd.DataFrame:
 def family_table(frame: pd.DataFrame) -> pd.DataFrame:
     """SD-2015 vs DDPM on the same data set, through the same evaluator (the nll stage's bound, one
     unit per data type) and the same FID feature space at the same count."""
-    cols = {"nll.nll": "nll", "nll.unit": "unit", "nll.L_null": "L_null", "nll.K_minus_L_null": "K_minus_L_null",
+    cols = {"nll.nll": "nll", "nll.unit": "unit", "nll.levels": "levels", "nll.L_null": "L_null",
+            "nll.K_minus_L_null": "K_minus_L_null", "nll.nll_categorical": "per_pixel_categorical",
             "fid.fid": "fid", "fid.n": "fid_n"}
     have = frame[[c for c in ["dataset", "family", "run", *cols] if c in frame.columns]].rename(columns=cols)
     shared = have.groupby("dataset")["family"].nunique()
@@ -64,11 +65,14 @@ def run(args, params, device):
     frame = gather(params, Path(args.runs_dir))
     collect = next(i for i in pipeline.stage("report").inputs if isinstance(i, pipeline.Collect))
     headline_cols = ["run", "dataset", "family", "T", "train.steps", "train.train_wall_s", "train.final_loss",
-                     "nll.nll", "nll.unit", "nll.K_minus_L_null", "fid.fid", "fid.fid_floor_train_vs_test",
+                     "nll.nll", "nll.unit", "nll.levels", "nll.K_minus_L_null", "nll.nll_categorical",
+                     "nll.gain_over_categorical", "fid.fid", "fid.feature_space", "fid.fid_floor_train_vs_test",
                      "fid.kid", "fid.n", "inpaint.mse_right_half"]
     headline = frame[[c for c in headline_cols if c in frame.columns]]
     text = ["# diffrepro metrics", "", "One row per run (full columns in metrics.csv). NLL is the variational bound",
-            "on the test set over all T terms; FID/KID compare only at equal `fid.n`.", "", _md(headline), "",
+            "on the test set over all T terms, beside SD-2015's L_null and, for images, an independent",
+            "per-pixel categorical over the data's levels (fitted on train, add-one) in the same units;",
+            "FID/KID compare only at equal `fid.n` and feature space.", "", _md(headline), "",
             "## Papers' figures beside this run's", "",
             "SD-2015's K is a lower bound on log-likelihood (higher is better); our `nll` is −K.", "",
             _md(paper_table(params, frame)), "",
