@@ -41,6 +41,9 @@ def make_project(dest: Path, dvc: bool = True) -> Path:
     (dest / ".gitignore").write_text(".snakemake/\nlogs/\nresults/benchmarks/\n")
     if dvc:
         sh("git", "init", "-q", cwd=dest)
+        # an identity of the checkout's own: commits and `dvc exp run` work on a machine without one
+        sh("git", "config", "user.email", "test@example.invalid", cwd=dest)
+        sh("git", "config", "user.name", "diffrepro tests", cwd=dest)
         sh(BIN / "dvc", "init", "-q", cwd=dest)
         sh(BIN / "dvc", "config", "core.analytics", "false", cwd=dest)
     return dest
@@ -48,7 +51,7 @@ def make_project(dest: Path, dvc: bool = True) -> Path:
 
 def commit(project: Path, message: str) -> None:
     sh("git", "add", "-A", cwd=project)
-    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", message, cwd=project)
+    sh("git", "commit", "-qm", message, cwd=project)
 
 
 def dvc_ran(out: str) -> set:

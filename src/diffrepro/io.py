@@ -95,6 +95,32 @@ def load_npz(path, what: str = "data file") -> dict:
         raise InputError(f"{what} {str(path)!r} is corrupt or not an .npz file ({exc})") from None
 
 
+DATA_NDIM = {"points": 2, "binary": 2, "image": 4}   # [N x D], [N x L], [N x C x H x W]
+
+
+def load_data(path, what: str, data_type: str) -> dict:
+    """A prepared data file, checked before any work: its array `x` exists, has the data type's
+    shape, is finite, and lies in the data type's range (images in [-1, 1], bits in {0, 1})."""
+    arrays = load_npz(path, what)
+    if "x" not in arrays:
+        raise InputError(f"{what} {str(path)!r} has no array 'x' (it holds: {', '.join(arrays) or 'nothing'}); "
+                         f"write the data with the prepare stage")
+    x = arrays["x"]
+    want = DATA_NDIM[data_type]
+    if x.ndim != want or len(x) == 0:
+        raise InputError(f"{what} {str(path)!r}: array x has shape {tuple(x.shape)}; {data_type} data must be "
+                         f"{want}-dimensional with at least one example")
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"{what} {str(path)!r}: array x holds {int(np.sum(~np.isfinite(x)))} NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if data_type == "image" and (lo < -1.0 - 1e-6 or hi > 1.0 + 1e-6):
+        raise InputError(f"{what} {str(path)!r}: image values lie in [{lo:g}, {hi:g}]; they must be scaled to "
+                         f"[-1, 1] (raw 0-255 pixels? rescale with v / 127.5 - 1)")
+    if data_type == "binary" and not np.all((x == 0) | (x == 1)):
+        raise InputError(f"{what} {str(path)!r}: binary data must hold only 0 and 1; found values in [{lo:g}, {hi:g}]")
+    return arrays
+
+
 def load_json(path, what: str = "metrics file") -> dict:
     path = require_file(path, what)
     try:

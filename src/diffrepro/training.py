@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,12 @@ def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: in
             x = _random_hflip(x, index_gen)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss = families.training_loss(process, model, x, noise_gen)
+        value = loss.item()
+        if not math.isfinite(value):  # stop before a non-finite update reaches the weights
+            kept = (f"the last resumable state is kept in {state_path}" if state_path is not None
+                    and Path(state_path).exists() else "no resumable state was saved yet")
+            raise RuntimeError(f"run {run.name!r}, stage train: the loss is {value} at step {step + 1}; "
+                               f"model.pt is not written and {kept} (lower train.lr or raise grad_clip)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if run.train.grad_clip > 0:
@@ -113,7 +120,7 @@ def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: in
         optimizer.step()
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, model_params, 1.0 - run.train.ema_decay)
-        running.append(loss.item())
+        running.append(value)
         if (step + 1) % RECORD_EVERY == 0 or step + 1 == steps:
             history["step"].append(step + 1)
             history["loss"].append(float(np.mean(running)))
@@ -184,9 +191,21 @@ def checkpoint_dict(run: RunConfig, result: TrainResult, data_shape, seed: int) 
     }
 
 
-def load_trained(ckpt: dict, device: torch.device):
-    """Rebuild (run config, EMA model in eval mode, process) from a model.pt dict."""
+def load_trained(ckpt: dict, device: torch.device, expect=None):
+    """Rebuild (run config, EMA model in eval mode, process) from a model.pt dict.
+
+    expect: (run name, one example's shape, checkpoint path) the caller needs; a checkpoint of
+    another run or data shape is refused before anything is computed or written.
+    """
     run = RunConfig.from_dict(ckpt["config"])
+    if expect is not None:
+        name, shape, path = expect
+        if run.name != name:
+            raise InputError(f"checkpoint {str(path)!r} is of run {run.name!r}, not of run {name!r}; "
+                             f"give run {name!r}'s own model.pt (its train stage writes it)")
+        if tuple(ckpt["data_shape"]) != tuple(shape):
+            raise InputError(f"checkpoint {str(path)!r} was trained on examples of shape {tuple(ckpt['data_shape'])}, "
+                             f"but run {name!r}'s data has shape {tuple(shape)}")
     try:
         model = families.build_model(run, tuple(ckpt["data_shape"]))
         model.load_state_dict(ckpt["model"])

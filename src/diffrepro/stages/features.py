@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from ..io import load_npz, save_json
+from ..io import load_data, save_json
 from ..runtime import derive_seed
 
 LOG = logging.getLogger("diffrepro.features")
@@ -12,8 +12,8 @@ def run(args, params, device):
     from ..metrics import fid
 
     ds = params.dataset(args.dataset)
-    train = load_npz(args.train, "training data")
-    test = load_npz(args.test, "test data")
+    train = load_data(args.train, "training data", ds.data_type)
+    test = load_data(args.test, "test data", ds.data_type)
     out = args.extractor
     if ds.labelled and "y" in train:
         cfg = {"steps": 1500, "batch_size": 128, "lr": 1e-3, **ds.classifier}

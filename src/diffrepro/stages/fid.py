@@ -6,7 +6,7 @@ the count, so only equal counts compare.
 from __future__ import annotations
 
 import logging
-from ..io import load_npz, require_file, save_json
+from ..io import load_data, load_npz, require_file, save_json
 from ..runtime import derive_seed
 
 LOG = logging.getLogger("diffrepro.fid")
@@ -17,9 +17,12 @@ def run(args, params, device):
 
     cfg = params.run(args.run)
     require_file(args.extractor, "feature extractor")
-    samples = load_npz(args.samples, "samples")["x"]
-    test = load_npz(args.test, "test data")["x"]
-    train = load_npz(args.train, "training data")["x"]
+    samples = load_npz(args.samples, "samples")["x"]  # a model's samples may stray outside the data's range
+    test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]
+    train = load_data(args.train, "training data", cfg.dataset.data_type)["x"]
+    if samples.shape[1:] != test.shape[1:]:
+        raise ValueError(f"samples {args.samples!r} have examples of shape {tuple(samples.shape[1:])}, "
+                         f"test data {tuple(test.shape[1:])}: they are not of run {cfg.name!r}")
     n = min(cfg.eval.fid_n, len(samples), len(test), len(train))
     seed = derive_seed(params.seed, "fid", cfg.name)
     model_scores = fid.fid_kid(samples[:n], test[:n], args.extractor, device=device, seed=seed)

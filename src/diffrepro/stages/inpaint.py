@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import torch
 
-from ..io import load_checkpoint, load_npz, save_json, save_npz
+from ..io import load_checkpoint, load_data, save_json, save_npz
 from ..plots import inpaint_panel
 from ..runtime import derive_seed
 from ..sampling import denoise, inpaint
@@ -49,9 +49,9 @@ def observe(x: np.ndarray, noise: float, data_type: str, generator: torch.Genera
 def run(args, params, device):
     cfg = params.run(args.run)
     ckpt = load_checkpoint(args.model)
-    test = load_npz(args.test, "test data")["x"]
-    train_mean = load_npz(args.train, "training data")["x"].mean(axis=0)
-    run_cfg, model, process = load_trained(ckpt, device)
+    test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]
+    train_mean = load_data(args.train, "training data", cfg.dataset.data_type)["x"].mean(axis=0)
+    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, test.shape[1:], args.model))
     data_type = run_cfg.dataset.data_type
     x_known = test[: cfg.inpaint.n]
     gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "inpaint", cfg.name))

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from .. import families
-from ..io import load_checkpoint, load_npz, save_csv, save_json
+from ..io import load_checkpoint, load_data, save_csv, save_json
 from ..metrics.bound import categorical_nats, evaluate_bound, l_null_nats, rate_distortion
 from ..plots import bound_terms as plot_terms
 from ..runtime import derive_seed
@@ -35,9 +35,9 @@ def paper_k(res: dict, data_type: str, to_unit) -> dict:
 def run(args, params, device):
     cfg = params.run(args.run)
     ckpt = load_checkpoint(args.model)
-    x_test = load_npz(args.test, "test data")["x"][: cfg.eval.nll_n]
-    x_train = load_npz(args.train, "training data")["x"]
-    run_cfg, model, process = load_trained(ckpt, device)
+    x_test = load_data(args.test, "test data", cfg.dataset.data_type)["x"][: cfg.eval.nll_n]
+    x_train = load_data(args.train, "training data", cfg.dataset.data_type)["x"]
+    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, x_test.shape[1:], args.model))
     data_type = run_cfg.dataset.data_type
     dims = int(np.prod(x_test.shape[1:]))
     gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "nll", cfg.name))

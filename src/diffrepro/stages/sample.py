@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import torch
 
-from ..io import load_checkpoint, load_npz, save_npz
+from ..io import load_checkpoint, load_data, save_npz
 from ..plots import progressive_panel, show_data
 from ..runtime import derive_seed
 from ..sampling import progressive, sample
@@ -17,8 +17,8 @@ LOG = logging.getLogger("diffrepro.sample")
 def run(args, params, device):
     cfg = params.run(args.run)
     ckpt = load_checkpoint(args.model)
-    test = load_npz(args.test, "test data")["x"]  # drawn beside 2-D samples
-    run_cfg, model, process = load_trained(ckpt, device)
+    test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]  # drawn beside 2-D samples
+    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, test.shape[1:], args.model))
     gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "sample", cfg.name))
     shape = tuple(ckpt["data_shape"])
     chunks, left = [], cfg.sample.n

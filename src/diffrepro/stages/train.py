@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import load_npz, save_csv, save_json, save_torch
+from ..io import load_data, save_csv, save_json, save_torch
 from ..nets import count_parameters
 from ..plots import loss_curve, schedule_panel
 from ..runtime import derive_seed
@@ -17,7 +17,7 @@ LOG = logging.getLogger("diffrepro.train")
 
 def run(args, params, device):
     cfg = params.run(args.run)
-    x_train = load_npz(args.train, "training data")["x"]
+    x_train = load_data(args.train, "training data", cfg.dataset.data_type)["x"]
     state = Path(args.model).with_name("train_state.pt")  # resumable state beside the model, removed when done
     seed = derive_seed(params.seed, "train", cfg.name)
     result = train(cfg, x_train, device=device, seed=seed, state_path=state)
