@@ -110,6 +110,11 @@ def source_path(module: str) -> str:
     return "/".join((SOURCE_ROOT, *rel.parts))
 
 
+@functools.lru_cache(maxsize=None)
+def _stage_code(module: str) -> tuple:
+    return tuple(sorted(source_path(m) for m in closure((module, *HARNESS))))
+
+
 def stage_code(module: str) -> list:
     """Project-relative source files a stage implemented by `module` depends on (sorted)."""
-    return sorted(source_path(m) for m in closure((module, *HARNESS)))
+    return list(_stage_code(module))  # once per stage module: Snakemake asks for every job

@@ -71,11 +71,11 @@ def revision(root, rev: str, name: str | None = None, kind: str = "rev") -> Sour
 
 def experiments(root) -> list:
     """The DVC experiments of HEAD as `dvc exp show` names them (empty when there are none)."""
-    from .sync import _tool
+    from .sync import tool
 
     if not (Path(root) / ".dvc").is_dir():
         return []
-    proc = subprocess.run([_tool("dvc"), "exp", "show", "--json"], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run([tool("dvc"), "exp", "show", "--json"], cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
         raise CompareError(f"dvc exp show failed: {proc.stderr.strip()[-300:]}")
     found = []
@@ -122,18 +122,14 @@ def rows_of(source: Source, params_file: str = "params.yaml") -> list:
     params = _load(source, params_file, "params")
     if params is None:
         raise CompareError(f"{source.name}: no {params_file} there")
-    collect = next(i for i in pipeline.stage("report").inputs if isinstance(i, pipeline.Collect))
+
+    def load(stage_name, output, run):
+        path = pipeline.fill(pipeline.stage(stage_name).output(output).path, run=run)
+        return _load(source, path, f"{stage_name} metrics of {run}")
+
     rows = []
     for run, spec in (params.get("runs") or {}).items():
-        metrics = {}
-        for stage_name, output in collect.outputs:
-            if pipeline.stage(stage_name).output(output).role != "metric":
-                continue
-            path = pipeline.fill(pipeline.stage(stage_name).output(output).path, run=run)
-            data = _load(source, path, f"{stage_name} metrics of {run}")
-            if isinstance(data, dict):
-                metrics.update({f"{stage_name}.{k}": v for k, v in data.items()
-                                if isinstance(v, (int, float, str)) and not isinstance(v, bool)})
+        metrics = pipeline.run_metrics(load, run)
         rows.append({"source": source.name, "kind": source.kind, "run": run, "dataset": spec.get("dataset"),
                      "family": spec.get("diffusion", {}).get("family"), "settings": run_settings(params, run),
                      "metrics": metrics, "read": source.read})

@@ -24,6 +24,11 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _input_path(inp, values: dict) -> str:
+    """Where a declared input lies for one job (the report's Collect: its folder)."""
+    return inp.folder if isinstance(inp, Collect) else pipeline.fill(pipeline.producer(inp).path, **values)
+
+
 def command(st: Stage, engine: str, params_file: str = "params.yaml") -> str:
     """The stage's command line for `engine` ("snakemake" or "dvc")."""
     if engine not in ("snakemake", "dvc"):
@@ -36,13 +41,8 @@ def command(st: Stage, engine: str, params_file: str = "params.yaml") -> str:
     if st.wildcard:
         parts.append(f"{_flag(st.wildcard)} " + (values[st.wildcard] if dvc else f"{{wildcards.{st.wildcard}}}"))
     for inp in st.inputs:
-        if isinstance(inp, Collect):
-            value = inp.folder
-        elif dvc:
-            value = pipeline.fill(pipeline.producer(inp).path, **values)
-        else:
-            value = f"{{input.{inp.name}}}"
-        parts.append(f"{_flag(inp.name)} {value}")
+        snakemake_value = inp.folder if isinstance(inp, Collect) else f"{{input.{inp.name}}}"
+        parts.append(f"{_flag(inp.name)} " + (_input_path(inp, values) if dvc else snakemake_value))
     for out in st.outputs:
         parts.append(f"{_flag(out.name)} " + (pipeline.fill(out.path, **values) if dvc else f"{{output.{out.name}}}"))
     return " ".join(parts)
@@ -59,10 +59,7 @@ HEADER = """\
 
 def _dvc_stage(st: Stage) -> list:
     values = DVC_VALUES[st.wildcard]
-    deps = []
-    for inp in st.inputs:
-        deps.append(inp.folder if isinstance(inp, Collect) else pipeline.fill(pipeline.producer(inp).path, **values))
-    deps += stage_code(st.module)
+    deps = [_input_path(inp, values) for inp in st.inputs] + stage_code(st.module)
     ind = "      " if st.wildcard else "    "
     lines = []
     words = command(st, "dvc").split(" --")
@@ -160,8 +157,7 @@ def job_arguments(st: Stage, raw: dict, key: str | None, root=".") -> list:
     values = pipeline.wildcard_values(st, raw, key)
     args = [_flag(st.wildcard), key] if st.wildcard else []
     for inp in st.inputs:
-        path = inp.folder if isinstance(inp, Collect) else pipeline.fill(pipeline.producer(inp).path, **values)
-        args += [_flag(inp.name), str(Path(root) / path)]
+        args += [_flag(inp.name), str(Path(root) / _input_path(inp, values))]
     for out in st.outputs:
         args += [_flag(out.name), str(Path(root) / pipeline.fill(out.path, **values))]
     return args

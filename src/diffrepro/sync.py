@@ -30,7 +30,7 @@ class SyncError(RuntimeError):
     """The workspace is current in neither engine, or an engine failed."""
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     """An engine's executable beside this Python's (the project's venv), else from PATH."""
     here = Path(sys.executable).parent / name
     return str(here) if here.exists() else name
@@ -47,7 +47,7 @@ def is_dvc_repo(cwd) -> bool:
 
 def dvc_stale(cwd) -> dict:
     """DVC's view: {stage: what changed}; empty when every stage is up to date."""
-    proc = _run([_tool("dvc"), "status", "--json"], cwd)
+    proc = _run([tool("dvc"), "status", "--json"], cwd)
     if proc.returncode != 0:
         raise SyncError(f"dvc status failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
     text = proc.stdout.strip()
@@ -56,20 +56,20 @@ def dvc_stale(cwd) -> dict:
 
 def snakemake_pending(cwd) -> bool:
     """Snakemake's view: True when `snakemake -n` would run something."""
-    proc = _run([_tool("snakemake"), "-n", "--cores", "1"], cwd)
+    proc = _run([tool("snakemake"), "-n", "--cores", "1"], cwd)
     if proc.returncode != 0:
         raise SyncError(f"snakemake -n failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
     return "Nothing to be done" not in proc.stdout + proc.stderr
 
 
 def record_in_dvc(cwd) -> None:
-    proc = _run([_tool("dvc"), "commit", "-f", "-q"], cwd)
+    proc = _run([tool("dvc"), "commit", "-f", "-q"], cwd)
     if proc.returncode != 0:
         raise SyncError(f"dvc commit failed: {(proc.stderr or proc.stdout).strip()}")
 
 
 def record_in_snakemake(cwd) -> None:
-    proc = _run([_tool("snakemake"), "--touch", "--cores", "1", "--no-hooks", "--quiet"], cwd)
+    proc = _run([tool("snakemake"), "--touch", "--cores", "1", "--no-hooks", "--quiet"], cwd)
     if proc.returncode != 0:
         raise SyncError(f"snakemake --touch failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
 

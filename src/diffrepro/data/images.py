@@ -15,16 +15,27 @@ import numpy as np
 
 from diffrepro.data import DatasetSplit, check_fraction, check_positive_int
 
-PIXEL_SCALING = "v / 127.5 - 1"
+def scaling(levels: int) -> str:
+    """The rescaling of `levels` quantisation levels to [-1, 1], as info.json states it."""
+    return f"v / {(levels - 1) / 2:g} - 1"
+
+
+PIXEL_SCALING = scaling(256)  # "v / 127.5 - 1"
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A data file is missing; the message names the path and the layout expected."""
 
 
+def levels_to_model_range(v: np.ndarray, levels: int) -> np.ndarray:
+    """Values 0..levels-1 (any shape) -> float32 in [-1, 1]: v / ((levels - 1) / 2) - 1."""
+    half = np.float32((levels - 1) / 2)
+    return (np.asarray(v, dtype=np.float32) / half - np.float32(1.0)).astype(np.float32)
+
+
 def uint8_to_model_range(v: np.ndarray) -> np.ndarray:
     """8-bit values 0..255 (any shape) -> float32 in [-1, 1] (v / 127.5 - 1)."""
-    return (np.asarray(v, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)).astype(np.float32)
+    return levels_to_model_range(v, 256)
 
 
 def stratified_split(rng: np.random.Generator, labels: np.ndarray, test_fraction: float):
@@ -38,19 +49,13 @@ def stratified_split(rng: np.random.Generator, labels: np.ndarray, test_fraction
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
-def levels_to_model_range(v: np.ndarray, levels: int) -> np.ndarray:
-    """Values 0..levels-1 (any shape) -> float32 in [-1, 1]: 2v / (levels - 1) - 1."""
-    return (np.asarray(v, dtype=np.float32) * np.float32(2.0 / (levels - 1)) - np.float32(1.0)).astype(np.float32)
-
-
 def _labelled_split(rng, v8: np.ndarray, labels: np.ndarray, test_fraction: float, info: dict,
                     levels: int = 256) -> DatasetSplit:
     test_fraction = check_fraction("test_fraction", test_fraction)
     train, test = stratified_split(rng, labels, test_fraction)
-    x = uint8_to_model_range(v8) if levels == 256 else levels_to_model_range(v8, levels)
-    y = labels.astype(np.int64)
+    x, y = levels_to_model_range(v8, levels), labels.astype(np.int64)
     info = {**info, "test_fraction": test_fraction, "num_classes": int(len(np.unique(labels))),
-            "levels": levels, "scaling": PIXEL_SCALING if levels == 256 else f"2v / {levels - 1} - 1"}
+            "levels": levels, "scaling": scaling(levels)}
     return DatasetSplit(x[train], y[train], x[test], y[test], "image", info)
 
 

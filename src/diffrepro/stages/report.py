@@ -18,20 +18,16 @@ LOG = logging.getLogger("diffrepro.report")
 def gather(params, runs_dir: Path) -> pd.DataFrame:
     """One row per run: every scalar of each collected metrics file, as `<stage>.<key>`; where a
     run's file lies under `runs_dir` comes from the pipeline declaration."""
-    collect = next(i for i in pipeline.stage("report").inputs if isinstance(i, pipeline.Collect))
+    collect = pipeline.report_collect()
+
+    def load(stage, output, name):
+        return load_json(pipeline.collected_file(collect, runs_dir, stage, output, name),
+                         f"{stage} metrics of run {name!r}")
+
     rows = []
     for name, run in params.runs.items():
-        row = {"run": name, "dataset": run.dataset.name, "family": run.diffusion.family,
-               "T": run.diffusion.timesteps, "model": run.model.name}
-        for stage, output in collect.outputs:
-            if pipeline.stage(stage).output(output).role != "metric":
-                continue
-            path = pipeline.collected_file(collect, runs_dir, stage, output, name)
-            metrics = load_json(path, f"{stage} metrics of run {name!r}")
-            for key, value in metrics.items():
-                if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-                    row[f"{stage}.{key}"] = value
-        rows.append(row)
+        rows.append({"run": name, "dataset": run.dataset.name, "family": run.diffusion.family,
+                     "T": run.diffusion.timesteps, "model": run.model.name, **pipeline.run_metrics(load, name)})
     return pd.DataFrame(rows)
 
 
@@ -63,7 +59,7 @@ def _md(frame: pd.DataFrame) -> str:
 
 def run(args, params, device):
     frame = gather(params, Path(args.runs_dir))
-    collect = next(i for i in pipeline.stage("report").inputs if isinstance(i, pipeline.Collect))
+    collect = pipeline.report_collect()
     headline_cols = ["run", "dataset", "family", "T", "train.steps", "train.train_wall_s", "train.final_loss",
                      "nll.nll", "nll.unit", "nll.levels", "nll.K_minus_L_null", "nll.nll_categorical",
                      "nll.gain_over_categorical", "fid.fid", "fid.feature_space", "fid.fid_floor_train_vs_test",
