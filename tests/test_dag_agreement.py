@@ -27,11 +27,6 @@ def copy_pipeline(dest: Path, params: Path) -> None:
     for ds in raw["datasets"].values():  # paper configs read local roots: empty stand-ins suffice to plan
         if "root" in ds:
             (dest / ds["root"]).mkdir(parents=True, exist_ok=True)
-    for run in raw["runs"].values():
-        weights = run.get("eval", {}).get("inception_weights")
-        if weights:
-            (dest / weights).parent.mkdir(parents=True, exist_ok=True)
-            (dest / weights).write_bytes(b"")
 
 
 def snakemake_jobs(workdir: Path) -> dict:
@@ -91,7 +86,7 @@ def test_snakemake_and_dvc_agree(tmp_path, config):
 
     assert {n.split("@")[0] for n in smk} == set(pipeline.STAGE_NAMES)
     raw = yaml.safe_load(CONFIGS[config].read_text())
-    assert len(smk) == 1 + 2 * len(raw["datasets"]) + 5 * len(raw["runs"])  # report; prepare, features; 5 per run
+    assert len(smk) == 1 + 3 * len(raw["datasets"]) + 5 * len(raw["runs"])  # report; prepare, features, reference; 5 per run
     # every path a command names is an input or output of its job: no stage composes another's file name
     for name, job in smk.items():
         words = job["command"].split()

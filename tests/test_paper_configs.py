@@ -30,6 +30,17 @@ def test_cifar10_config_has_the_papers_hyperparameters():
     assert (t.batch_size, t.lr, t.warmup_steps, t.ema_decay, t.steps) == (128, 2e-4, 5000, 0.9999, 800_000)
     assert run.diffusion.timesteps == 1000 and run.model.options["preset"] == "ddpm-cifar10"
     assert run.eval.fid_n == 50_000 and t.hflip
+    assert run.dataset.feature_space == "inception"  # DDPM's FID: Inception features, 50k samples vs train
+
+
+def test_inception_weights_that_do_not_exist_are_refused_before_any_work(tmp_path):
+    raw = yaml.safe_load((ROOT / "configs" / "ddpm-cifar10.yaml").read_text())
+    (tmp_path / "tv").mkdir()
+    raw["datasets"]["cifar10"].update(root=str(tmp_path / "tv"), inception_weights=str(tmp_path / "w.pth"))
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=r"datasets\.cifar10\.inception_weights = .*w\.pth' does not exist"):
+        check_local_inputs(load_params(path))
 
 
 def test_missing_root_is_refused_before_any_work(tmp_path):
@@ -45,8 +56,6 @@ def test_snakemake_selects_a_paper_config(tmp_path):
     refused = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode != 0 and "datasets.cifar10.root" in refused.stdout + refused.stderr
     (tmp_path / "data" / "torchvision").mkdir(parents=True)
-    (tmp_path / "data" / "weights").mkdir(parents=True)
-    (tmp_path / "data" / "weights" / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"")
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "--params configs/ddpm-cifar10.yaml" in proc.stdout and "--run cifar10-ddpm" in proc.stdout

@@ -30,6 +30,7 @@ HEADLINE = (
     ("nll", "K_minus_L_null", "gain over L_null"), ("nll", "gain_over_categorical", "gain over categorical"),
     ("fid", "fid", "FID"), ("fid", "feature_space", "feature space"), ("fid", "n", "FID n"),
     ("fid", "fid_floor_train_vs_test", "FID floor"), ("fid", "kid", "KID"), ("fid", "kid_std", "KID ±"),
+    ("fid", "fid_vs_train", "FID vs train"), ("fid", "n_train_ref", "vs train n"),
     ("inpaint", "mse_right_half", "inpaint MSE"), ("train", "train_wall_s", "train s"),
     ("train", "steps", "train steps"),
 )

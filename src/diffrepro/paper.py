@@ -8,7 +8,8 @@ PAPER_FIGURES = {
                                     "K_minus_L_null": (3.536, "SD-2015 Table 1")},
     ("cifar10", "sd_gaussian"): {"K": (5.4, "SD-2015 Table 1 (bits/pixel, unit-variance data)"),
                                  "K_minus_L_null": (11.5, "SD-2015 Table 1")},
-    ("cifar10", "ddpm"): {"fid_inception": (3.17, "DDPM Table 1, L_simple, Inception FID, 50k samples vs train"),
+    ("cifar10", "ddpm"): {"fid_vs_train": (3.17, "DDPM Table 1, L_simple, Inception FID, 50k samples vs train "
+                                                          "(compare only with feature_space: inception)"),
                           "nll": (3.75, "DDPM Table 1, L_simple, bits/dim test"),
                           "inception_score": (9.46, "DDPM Table 1")},
 }

@@ -65,7 +65,7 @@ def check_fraction(name: str, value) -> float:
 
 
 # The loaders build DatasetSplit and use the checks above, so they are imported after them.
-from diffrepro.data import images, toy  # noqa: E402
+from diffrepro.data import images, toy, user  # noqa: E402
 
 # dataset kind -> loader(rng, **keywords) -> DatasetSplit
 DATASETS = {
@@ -76,6 +76,7 @@ DATASETS = {
     "mnist5k": images.mnist5k,
     "mnist": images.mnist,
     "cifar10": images.cifar10,
+    "npz": user.npz,
 }
 
 

@@ -1,19 +1,21 @@
-"""FID and KID computed by torch-fidelity, in the feature space of a small classifier (or of the data).
+"""FID and KID computed by torch-fidelity in one of three feature spaces, chosen per data set:
 
-torch-fidelity 0.4.0 does the statistics (`calculate_metrics`: FID from mean/covariance, KID as the
-unbiased polynomial-kernel MMD² over random subsets); this module only supplies features:
-- a `SmallClassifier` trained on the data set's labels (images), or the identity map for unlabelled
-  data (points, binary sequences), stored as a checkpoint by `save_extractor`;
-- two torch-fidelity feature extractors, registered as "diffrepro-classifier" and
-  "diffrepro-identity", that load such a checkpoint from `feature_extractor_weights_path` (the
-  keyword torch-fidelity forwards to an extractor's constructor) and expose one layer, "features";
-- `inception_fid_kid` for the standard Inception-v3 FID, from a local weights file only.
-Data convention: images [N x C x H x W] float32 in [-1, 1] (8-bit values rescaled), points [N x 2],
-binary sequences [N x L]. Nothing is cached or downloaded (cache=False, weights from local files).
+- "classifier": a `SmallClassifier` trained on the data set's labels (labelled images);
+- "identity": the data themselves (unlabelled points, binary sequences);
+- "inception": torch-fidelity's `inception-v3-compat` FID network from local weights
+  (metrics/inception.py), the space of every published image FID.
+
+Each is stored as a checkpoint by `save_extractor` and exposes `features(x)`; `extract_features`
+computes them, and `fid_kid_from_features` applies torch-fidelity 0.4.0's statistics (FID from
+mean/covariance in float64, KID as the unbiased polynomial-kernel MMD² over random subsets). The
+data set's reference features are computed once (the `reference` stage) and every run's samples are
+scored against them. The classifier and identity checkpoints are also registered as torch-fidelity
+extractors ("diffrepro-classifier", "diffrepro-identity") for `torch_fidelity.calculate_metrics`.
+Data convention: images [N x C x H x W] float32 in [-1, 1], points [N x 2], binary sequences [N x L].
+Nothing is cached or downloaded.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -21,10 +23,10 @@ import time
 import torch
 import torch.nn.functional as F
 import torch_fidelity
-from torch.utils.data import Dataset
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from tqdm import tqdm
 
+from diffrepro.metrics.inception import InceptionFeatures
 from diffrepro.nets.classifier import IdentityFeatures, SmallClassifier
 
 CHECKPOINT_FORMAT = "diffrepro-feature-extractor/1"
@@ -33,8 +35,8 @@ FEATURE_LAYER = "features"
 EXTRACTOR_KINDS = {
     "classifier": (SmallClassifier, "diffrepro-classifier"),
     "identity": (IdentityFeatures, "diffrepro-identity"),
+    "inception": (InceptionFeatures, None),  # torch-fidelity's own inception-v3-compat network inside
 }
-INCEPTION_EXTRACTOR = "inception-v3-compat"
 
 
 def _extractor_kind(kind: str):
@@ -248,7 +250,7 @@ class IdentityFeatureExtractor(_CheckpointFeatureExtractor):
 
 
 def _register_extractors() -> None:
-    for cls in (ClassifierFeatureExtractor, IdentityFeatureExtractor):
+    for cls in (ClassifierFeatureExtractor, IdentityFeatureExtractor):  # for torch_fidelity.calculate_metrics
         _, name = _extractor_kind(cls.KIND)
         if name not in FEATURE_EXTRACTORS_REGISTRY:  # importing twice (e.g. reload) must not fail
             torch_fidelity.register_feature_extractor(name, cls)
@@ -260,19 +262,6 @@ _register_extractors()
 # ----------------------------------------------------------------------------------------------
 # Metrics
 # ----------------------------------------------------------------------------------------------
-
-class TensorSamples(Dataset):
-    """In-memory samples [N x ...] for torch-fidelity: item i is the tensor x[i] (kept on the CPU)."""
-
-    def __init__(self, x):
-        self.x = torch.as_tensor(x).detach().cpu()
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i) -> torch.Tensor:
-        return self.x[i]
-
 
 def resolve_kid_subset_size(kid_subset_size, n_a: int, n_b: int) -> int:
     """KID subset size: min(1000, n/2) when None (torch-fidelity's 1000 of 50k, and at most half the
@@ -289,23 +278,48 @@ def resolve_kid_subset_size(kid_subset_size, n_a: int, n_b: int) -> int:
     return int(kid_subset_size)
 
 
-def _calculate_fid_kid(input_a: Dataset, input_b: Dataset, *, feature_extractor: str, weights_path,
-                       kid_subset_size, kid_subsets: int, batch_size: int, device, seed: int) -> dict:
-    device = torch.device(device)
-    cuda = device.type == "cuda"  # torch-fidelity runs on CUDA or on the CPU, nothing else
-    subset_size = resolve_kid_subset_size(kid_subset_size, len(input_a), len(input_b))
-    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
-        metrics = torch_fidelity.calculate_metrics(
-            input1=input_a, input2=input_b, fid=True, kid=True,
-            feature_extractor=feature_extractor, feature_extractor_weights_path=os.fspath(weights_path),
-            kid_subset_size=subset_size, kid_subsets=kid_subsets, batch_size=batch_size, cuda=cuda,
-            rng_seed=seed,
-            cache=False, datasets_download=False, verbose=False,
-            save_cpu_ram=True,  # num_workers=0: no DataLoader worker processes for in-memory tensors
-        )
-    return {"fid": float(metrics[torch_fidelity.KEY_METRIC_FID]),
-            "kid_mean": float(metrics[torch_fidelity.KEY_METRIC_KID_MEAN]),
-            "kid_std": float(metrics[torch_fidelity.KEY_METRIC_KID_STD]),
+@torch.no_grad()
+def extract_features(extractor, x, *, batch_size: int = 256, device=None, quantize_8bit: bool = False,
+                     progress: str | None = None) -> torch.Tensor:
+    """Features [N x F] (float32, CPU) of examples x [N x ...] in the data convention, in the space of
+    a `save_extractor` checkpoint (a path) or an already loaded extractor network.
+
+    `quantize_8bit` first rounds images to 256 levels (samples scored as saved 8-bit images); the
+    Inception extractor always sees 8-bit RGB. `progress`: a tqdm label, or None for no bar.
+    """
+    net = load_extractor(extractor, device)[0] if isinstance(extractor, (str, os.PathLike)) else extractor
+    kind = _kind_of(net)
+    if quantize_8bit and kind == "identity":
+        raise ValueError(f"quantize_8bit only applies to images (a 'classifier' or 'inception' extractor), "
+                         f"not {kind!r}")
+    dev = next(iter(net.buffers()), torch.zeros(())).device if kind == "identity" else next(net.parameters()).device
+    x = torch.as_tensor(x)
+    out = []
+    for start in tqdm(range(0, len(x), batch_size), disable=progress is None, desc=progress, leave=False):
+        batch = x[start:start + batch_size]
+        batch = batch if batch.dtype == torch.uint8 else batch.to(torch.float32)
+        if quantize_8bit and batch.dtype != torch.uint8:
+            batch = images_to_uint8(batch).to(torch.float32) / 127.5 - 1.0
+        out.append(net.features(batch.to(dev)).to(torch.float32).cpu())
+    return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def fid_kid_from_features(f_a, f_b, *, kid_subset_size: int | None = None, kid_subsets: int = 100,
+                          seed: int = 0) -> dict:
+    """FID (torch-fidelity: Fréchet distance of the features' Gaussians, in float64) and KID (unbiased
+    polynomial-kernel MMD² over `kid_subsets` random subsets, drawn from `seed`) of features [N x F].
+    Returns {"fid", "kid_mean", "kid_std", "kid_subset_size"}."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    f_a, f_b = (torch.as_tensor(f).to(torch.float64) for f in (f_a, f_b))
+    subset_size = resolve_kid_subset_size(kid_subset_size, len(f_a), len(f_b))
+    fid = fid_statistics_to_metric(fid_features_to_statistics(f_a), fid_features_to_statistics(f_b), verbose=False)
+    kid = kid_features_to_metric(f_a, f_b, kid_subset_size=subset_size, kid_subsets=kid_subsets, rng_seed=seed,
+                                 verbose=False)
+    return {"fid": float(fid[torch_fidelity.KEY_METRIC_FID]),
+            "kid_mean": float(kid[torch_fidelity.KEY_METRIC_KID_MEAN]),
+            "kid_std": float(kid[torch_fidelity.KEY_METRIC_KID_STD]),
             "kid_subset_size": subset_size}
 
 
@@ -314,47 +328,23 @@ def fid_kid(x_a, x_b, extractor_path, *, kid_subset_size: int | None = None, kid
     """FID and KID between samples x_a and x_b [N x ...] in the features of a `save_extractor` checkpoint.
 
     `quantize_8bit` rounds images to the 256 levels first (samples scored as saved 8-bit images).
-    `kid_subset_size` defaults to min(1000, len(x_a), len(x_b)). Deterministic given `seed`.
+    `kid_subset_size` defaults to min(1000, n/2). Deterministic given `seed`.
     Returns {"fid", "kid_mean", "kid_std", "kid_subset_size"}.
     """
-    kind = _read_checkpoint(extractor_path)["kind"]
-    _, extractor_name = _extractor_kind(kind)
-    if quantize_8bit and kind != "classifier":
-        raise ValueError(f"quantize_8bit only applies to images (a 'classifier' extractor), not {kind!r}")
-    convert = images_to_uint8 if quantize_8bit else (lambda x: torch.as_tensor(x, dtype=torch.float32))
-    return _calculate_fid_kid(
-        TensorSamples(convert(torch.as_tensor(x_a))), TensorSamples(convert(torch.as_tensor(x_b))),
-        feature_extractor=extractor_name, weights_path=extractor_path, kid_subset_size=kid_subset_size,
-        kid_subsets=kid_subsets, batch_size=batch_size,
-        device=device if device is not None else _default_device(x_a), seed=seed)
+    device = device if device is not None else _default_device(x_a)
+    net = load_extractor(extractor_path, device)[0]
+    f_a, f_b = (extract_features(net, x, batch_size=batch_size, quantize_8bit=quantize_8bit) for x in (x_a, x_b))
+    return fid_kid_from_features(f_a, f_b, kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, seed=seed)
 
 
-def images_to_uint8_rgb(x) -> torch.Tensor:
-    """Images [N x C x H x W] in [-1, 1], C in {1, 3} -> uint8 [N x 3 x H x W] (grey repeated).
+@torch.no_grad()
+def inception_score(net, x, *, batch_size: int = 256, splits: int = 10, seed: int = 0) -> dict:
+    """Inception Score (torch-fidelity's isc over `splits`) of images x with an Inception extractor that
+    has the classifier head; raises InceptionError where it has none."""
+    from torch_fidelity.metric_isc import isc_features_to_metric
 
-    torch-fidelity's Inception resizes to 299 x 299 itself (TF1-compatible bilinear).
-    """
-    x = torch.as_tensor(x)
-    if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"Inception FID needs images [N x C x H x W] with C in (1, 3), got {list(x.shape)}")
-    x = images_to_uint8(x)
-    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
-
-
-def inception_fid_kid(x_a, x_b, weights_path, *, kid_subset_size: int | None = None, kid_subsets: int = 100,
-                      batch_size: int = 64, device=None, seed: int = 0) -> dict:
-    """Standard FID/KID in Inception-v3 pool3 (2048) features, from a LOCAL weights file.
-
-    `weights_path` is torch-fidelity's weights-inception-2015-12-05-6726825d.pth; a missing file
-    raises FileNotFoundError (torch-fidelity would otherwise download it).
-    """
-    if weights_path is None or not os.path.isfile(weights_path):
-        raise FileNotFoundError(f"Inception-v3 weights not found: {weights_path!r}; give a local copy of "
-                                f"torch-fidelity's weights-inception-2015-12-05-6726825d.pth "
-                                f"(nothing is downloaded)")
-    return _calculate_fid_kid(
-        TensorSamples(images_to_uint8_rgb(x_a)), TensorSamples(images_to_uint8_rgb(x_b)),
-        feature_extractor=INCEPTION_EXTRACTOR, weights_path=weights_path, kid_subset_size=kid_subset_size,
-        kid_subsets=kid_subsets, batch_size=batch_size,
-        device=device if device is not None else _default_device(x_a), seed=seed)
-
+    logits = torch.cat([net.logits(torch.as_tensor(x[i:i + batch_size])).cpu()
+                        for i in range(0, len(x), batch_size)])
+    out = isc_features_to_metric(logits.to(torch.float64), splits=min(splits, len(x)), shuffle=True, rng_seed=seed)
+    return {"inception_score": float(out[torch_fidelity.KEY_METRIC_ISC_MEAN]),
+            "inception_score_std": float(out[torch_fidelity.KEY_METRIC_ISC_STD])}

@@ -1,15 +1,23 @@
-"""fid: FID and KID (torch-fidelity) of a run's samples against held-out data, and the train-vs-test floor.
+"""fid: FID and KID (torch-fidelity) of a run's samples in its data set's feature space, against the
+held-out test set and against the training set (DDPM's protocol), beside the train-vs-test floor.
 
-Both numbers use the same count of examples per side: FID in a small feature space moves a lot with
-the count, so only equal counts compare.
+The data set's reference features come from the reference stage. Every comparison uses the same
+count of examples per side within it (FID moves with the count, so only equal counts compare).
 """
 from __future__ import annotations
 
 import logging
-from ..io import load_data, load_npz, require_file, save_json
+
+from ..io import InputError, load_npz, require_file, save_json
 from ..runtime import derive_seed
 
 LOG = logging.getLogger("diffrepro.fid")
+
+
+def feature_space(kind: str, dataset: str) -> str:
+    """The feature space's name, as fid.json and every table state it."""
+    return {"identity": "data space", "inception": "inception-v3-compat pool3 (2048)"}.get(
+        kind, f"{kind} of {dataset}")  # a domain classifier's features
 
 
 def run(args, params, device):
@@ -18,22 +26,32 @@ def run(args, params, device):
     cfg = params.run(args.run)
     require_file(args.extractor, "feature extractor")
     samples = load_npz(args.samples, "samples")["x"]  # a model's samples may stray outside the data's range
-    test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]
-    train = load_data(args.train, "training data", cfg.dataset.data_type)["x"]
-    if samples.shape[1:] != test.shape[1:]:
-        raise ValueError(f"samples {args.samples!r} have examples of shape {tuple(samples.shape[1:])}, "
-                         f"test data {tuple(test.shape[1:])}: they are not of run {cfg.name!r}")
-    n = min(cfg.eval.fid_n, len(samples), len(test), len(train))
+    ref = load_npz(args.reference, "reference features")
+    if "train" not in ref or "test" not in ref:
+        raise InputError(f"reference features {args.reference!r} lack the train/test arrays; run the reference stage")
+    if list(samples.shape[1:]) != [int(s) for s in ref["data_shape"]]:
+        raise InputError(f"samples {args.samples!r} have examples of shape {tuple(samples.shape[1:])}, the data set "
+                         f"{tuple(int(s) for s in ref['data_shape'])}: they are not of run {cfg.name!r}")
+    net, meta = fid.load_extractor(args.extractor, device)
+    f_train, f_test = ref["train"], ref["test"]
+    n = min(cfg.eval.fid_n, len(samples), len(f_test), len(f_train))
+    m = min(cfg.eval.fid_n, len(samples), len(f_train))
+    f_samples = fid.extract_features(net, samples[:max(n, m)], progress=f"{cfg.name} sample features")
     seed = derive_seed(params.seed, "fid", cfg.name)
-    model_scores = fid.fid_kid(samples[:n], test[:n], args.extractor, device=device, seed=seed)
-    floor = fid.fid_kid(train[:n], test[:n], args.extractor, device=device, seed=seed)
-    kind = fid.load_extractor(args.extractor)[1].get("kind", "?")
-    space = {"identity": "data space"}.get(kind, f"{kind} of {cfg.dataset.name}")  # a domain classifier's features
-    metrics = {"n": n, "feature_space": space, "fid": model_scores["fid"], "kid": model_scores["kid_mean"], "kid_std": model_scores["kid_std"],
-               "fid_floor_train_vs_test": floor["fid"], "kid_floor_train_vs_test": floor["kid_mean"]}
-    if cfg.eval.inception_weights:  # the standard FID, as DDPM reports it: samples vs the training set
-        m = min(cfg.eval.fid_n, len(samples), len(train))
-        inception = fid.inception_fid_kid(samples[:m], train[:m], cfg.eval.inception_weights, device=device, seed=seed)
-        metrics.update(fid_inception=inception["fid"], kid_inception=inception["kid_mean"], n_inception=m)
+    vs_test = fid.fid_kid_from_features(f_samples[:n], f_test[:n], seed=seed)
+    floor = fid.fid_kid_from_features(f_train[:n], f_test[:n], seed=seed)
+    vs_train = fid.fid_kid_from_features(f_samples[:m], f_train[:m], seed=seed)
+    metrics = {"n": n, "feature_space": feature_space(meta["kind"], cfg.dataset.name),
+               "fid": vs_test["fid"], "kid": vs_test["kid_mean"], "kid_std": vs_test["kid_std"],
+               "kid_subset_size": vs_test["kid_subset_size"],
+               "fid_floor_train_vs_test": floor["fid"], "kid_floor_train_vs_test": floor["kid_mean"],
+               "n_train_ref": m, "fid_vs_train": vs_train["fid"], "kid_vs_train": vs_train["kid_mean"]}
+    if meta["kind"] == "inception":
+        if net.classifier_head:
+            metrics.update(fid.inception_score(net, samples[:m], seed=seed))
+        else:
+            metrics["inception_score_note"] = ("not computed: these FID Inception weights have no classifier head; "
+                                          "the Inception Score needs torch-fidelity's official weights")
     save_json(args.metrics, metrics)
-    LOG.info("%s: FID %.3f (floor %.3f) at n=%d", cfg.name, metrics["fid"], metrics["fid_floor_train_vs_test"], n)
+    LOG.info("%s: FID %.3f (floor %.3f) at n=%d in %s; vs train %.3f at n=%d", cfg.name, metrics["fid"],
+             metrics["fid_floor_train_vs_test"], n, metrics["feature_space"], metrics["fid_vs_train"], m)

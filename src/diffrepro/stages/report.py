@@ -63,7 +63,7 @@ def run(args, params, device):
     headline_cols = ["run", "dataset", "family", "T", "train.steps", "train.train_wall_s", "train.final_loss",
                      "nll.nll", "nll.unit", "nll.levels", "nll.K_minus_L_null", "nll.nll_categorical",
                      "nll.gain_over_categorical", "fid.fid", "fid.feature_space", "fid.fid_floor_train_vs_test",
-                     "fid.kid", "fid.n", "inpaint.mse_right_half"]
+                     "fid.kid", "fid.n", "fid.fid_vs_train", "fid.n_train_ref", "inpaint.mse_right_half"]
     headline = frame[[c for c in headline_cols if c in frame.columns]]
     text = ["# diffrepro metrics", "", "One row per run (full columns in metrics.csv). NLL is the variational bound",
             "on the test set over all T terms, beside SD-2015's L_null and, for images, an independent",
