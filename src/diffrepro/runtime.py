@@ -50,13 +50,15 @@ def derive_seed(seed: int, *names: str) -> int:
 
 
 def setup_logging(log_path=None) -> None:
-    """Log to stderr and, when given, to the rule's log file (appending)."""
+    """Log to stderr and, when given, to the rule's log file (appending). A record logged with
+    extra={"file_only": True} goes to the file alone (the CLI prints its error line to stderr itself)."""
     root = logging.getLogger("diffrepro")
     root.setLevel(logging.INFO)
     root.handlers.clear()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     err = logging.StreamHandler(sys.stderr)
     err.setFormatter(fmt)
+    err.addFilter(lambda record: not getattr(record, "file_only", False))
     root.addHandler(err)
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)

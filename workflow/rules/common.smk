@@ -3,11 +3,10 @@ import os
 import re
 import sys
 
-import yaml
 from snakemake.utils import min_version
 
 from diffrepro import engines
-from diffrepro.config import ParamsError, check_local_inputs, parse_params
+from diffrepro.config import ParamsError, check_local_inputs, parse_params, read_params
 
 min_version("9.0")
 
@@ -22,16 +21,16 @@ _cli_configfiles = [os.path.relpath(p) for p in workflow.overwrite_configfiles]
 if len(_cli_configfiles) > 1:
     raise ValueError(f"give one --configfile (the stages read one params file); got {', '.join(_cli_configfiles)}")
 PARAMS_FILE = _cli_configfiles[0] if _cli_configfiles else "params.yaml"
-if _cli_configfiles:
-    config.clear()
-    config.update(yaml.safe_load(open(PARAMS_FILE)))
 
-try:  # the schema (workflow/schemas/params.schema.json), cross-references, per-family options, local inputs
-    PARAMS = parse_params(config, source=PARAMS_FILE)
+try:  # YAML, the schema (workflow/schemas/params.schema.json), cross-references, per-family options, local inputs
+    _raw = read_params(PARAMS_FILE)
+    PARAMS = parse_params(_raw, source=PARAMS_FILE)
     check_local_inputs(PARAMS)  # local data roots / weights exist before any job starts
 except ParamsError as exc:  # one line naming the key, not a stack: nothing has run yet
     print(f"diffrepro: error: {exc}", file=sys.stderr)
     sys.exit(1)
+config.clear()
+config.update(_raw)
 
 THREADS = PARAMS.threads
 RUNS = list(PARAMS.runs)

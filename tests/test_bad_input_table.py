@@ -1,0 +1,146 @@
+"""Bad params, table-driven, through the entry points a user types: `snakemake -n` (the project's own
+check runs when the Snakefile is parsed), `diffrepro <stage>`, and for a sample `dvc repro`.
+
+Each case must: exit non-zero; print at most 3 lines, one of which names the key or file, the bad
+value and what is allowed; show no traceback or stack frame; and leave an output already at its
+target path byte-identical (Snakemake refuses before any job; DVC removes a stage's outputs before
+running it, by design, so under `dvc repro` only the message is checked). (Bad data files, checkpoints and a diverging loss: test_bad_inputs.py,
+test_user_data.py, test_config.py.)
+"""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffrepro import cli
+
+from .conftest import BIN, TINY_PARAMS, copy_pipeline_files
+
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_WAIT_POLICY": "PASSIVE"}
+BASE = yaml.safe_load(TINY_PARAMS.read_text())
+SENTINEL = "results/data/toyroll/train.npz"   # an earlier output that must survive every refusal
+
+
+def run(r):
+    return r["runs"]["toyroll-ddpm"]
+
+
+def sd(r):
+    return r["runs"]["toyroll-sd"]
+
+
+# (id, params text or a mutation of the tiny params, fragments the error line must hold)
+CASES = [
+    ("malformed-yaml", "seed: 0\nruns: [\n", ["params.yaml", "not valid YAML", "line"]),
+    ("empty-file", "", ["params.yaml", "must be a mapping"]),
+    ("top-level-list", "- 1\n- 2\n", ["top level must be a mapping", "list"]),
+    ("unknown-top-key", lambda r: r.update(sed=1), ["sed", "allowed keys", "seed"]),
+    ("unknown-dataset-key", lambda r: r["datasets"]["toyroll"].update(n_trian=5), ["datasets.toyroll", "n_trian"]),
+    ("unknown-model-key", lambda r: r["models"]["mlp-tiny"].update(hiden=3), ["models.mlp-tiny", "hiden"]),
+    ("unknown-train-key", lambda r: run(r)["train"].update(stepz=3), ["runs.toyroll-ddpm.train", "stepz", "allowed keys"]),
+    ("unknown-sample-key", lambda r: run(r)["sample"].update(count=3), ["runs.toyroll-ddpm.sample", "count"]),
+    ("unknown-eval-key", lambda r: run(r)["eval"].update(nll=3), ["runs.toyroll-ddpm.eval", "nll"]),
+    ("wrong-type-steps", lambda r: run(r)["train"].update(steps="many"), ["train.steps", "'many'", "integer"]),
+    ("wrong-type-seed", lambda r: r.update(seed=1.5), ["seed", "1.5", "integer"]),
+    ("T-zero", lambda r: run(r)["diffusion"].update(timesteps=0), ["diffusion.timesteps", "0", "minimum"]),
+    ("beta-above-one", lambda r: run(r)["diffusion"].update(beta_end=1.5), ["diffusion.beta_end", "1.5", "maximum"]),
+    ("beta-zero", lambda r: run(r)["diffusion"].update(beta_start=0.0), ["diffusion.beta_start", "0.0", "minimum"]),
+    ("beta-reversed", lambda r: run(r)["diffusion"].update(beta_start=0.5, beta_end=0.1),
+     ["diffusion.beta_start = 0.5", "below", "beta_end = 0.1"]),
+    ("negative-steps", lambda r: run(r)["train"].update(steps=-5), ["train.steps", "-5", "minimum of 1"]),
+    ("batch-zero", lambda r: run(r)["train"].update(batch_size=0), ["train.batch_size", "0", "minimum"]),
+    ("sample-n-zero", lambda r: run(r)["sample"].update(n=0), ["sample.n", "0", "minimum"]),
+    ("fid-n-one", lambda r: run(r)["eval"].update(fid_n=1), ["eval.fid_n", "1", "minimum"]),
+    ("threads-zero", lambda r: r.update(threads=0), ["threads", "0", "minimum"]),
+    ("unknown-device", lambda r: r.update(device="tpu"), ["device", "'tpu'", "cuda"]),
+    ("unknown-kind", lambda r: r["datasets"]["toyroll"].update(kind="moons"), ["datasets.toyroll.kind", "'moons'", "swissroll"]),
+    ("unknown-arch", lambda r: r["models"]["mlp-tiny"].update(arch="transformer"), ["models.mlp-tiny.arch", "'transformer'", "unet"]),
+    ("unknown-schedule", lambda r: run(r)["diffusion"].update(schedule="sigmoid"), ["diffusion.schedule", "'sigmoid'", "cosine"]),
+    ("unknown-family", lambda r: run(r)["diffusion"].update(family="gan"), ["diffusion.family", "'gan'", "sd_binomial"]),
+    ("unknown-preset", lambda r: r["models"]["unet-tiny"].update(preset="huge"), ["models.unet-tiny.preset", "'huge'", "digits-cpu"]),
+    ("missing-dataset", lambda r: run(r).update(dataset="nope"), ["runs.toyroll-ddpm.dataset", "'nope'", "toyroll"]),
+    ("missing-model", lambda r: run(r).update(model="nope"), ["runs.toyroll-ddpm.model", "'nope'", "mlp-tiny"]),
+    ("family-vs-data", lambda r: run(r)["diffusion"].update(family="sd_binomial"),
+     ["diffusion.family = 'sd_binomial'", "points", "ddpm"]),
+    ("option-of-other-family", lambda r: run(r)["diffusion"].update(binomial_p=0.3),
+     ["diffusion.binomial_p", "not a ddpm option", "beta_start"]),
+    ("option-of-other-arch", lambda r: r["models"]["mlp-tiny"].update(channel_mult=[1, 2]),
+     ["models.mlp-tiny.channel_mult", "arch 'mlp'", "hidden"]),
+    ("option-of-other-kind", lambda r: r["datasets"]["toyroll"].update(root="data/tv"),
+     ["datasets.toyroll.root", "kind 'swissroll'", "noise"]),
+    ("clip-on-sd", lambda r: sd(r)["sample"].update(clip_denoised=True), ["runs.toyroll-sd.sample.clip_denoised", "false"]),
+    ("learned-range-simple", lambda r: run(r)["diffusion"].update(var_type="learned_range", loss_type="simple"),
+     ["loss_type = 'simple'", "learned_range", "hybrid"]),
+    ("inception-on-points", lambda r: r["datasets"]["toyroll"].update(feature_space="inception"),
+     ["datasets.toyroll.feature_space", "image data", "domain"]),
+    ("missing-data-root", lambda r: r["datasets"].update(tinydigits={"kind": "mnist", "root": "data/nowhere"}),
+     ["datasets.tinydigits.root = 'data/nowhere' does not exist", "MNIST/raw/"]),
+    ("missing-weights", lambda r: r["datasets"]["tinydigits"].update(feature_space="inception",
+                                                                      inception_weights="data/w.pth"),
+     ["datasets.tinydigits.inception_weights = 'data/w.pth' does not exist"]),
+    ("missing-npz", lambda r: r["datasets"].update(toyroll={"kind": "npz", "path": "data/mine.npz", "data_type": "points"}),
+     ["datasets.toyroll.path = 'data/mine.npz' does not exist", ".npz"]),
+]
+DVC_CASES = ("malformed-yaml", "negative-steps", "option-of-other-arch", "missing-data-root")
+
+
+def params_text(case) -> str:
+    if isinstance(case, str):
+        return case
+    raw = copy.deepcopy(BASE)
+    case(raw)
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    copy_pipeline_files(root, TINY_PARAMS)
+    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q", "--no-scm"]):
+        subprocess.run(cmd, cwd=root, check=True, env=ENV)
+    (root / SENTINEL).parent.mkdir(parents=True)
+    (root / SENTINEL).write_bytes(b"an earlier build's training data")
+    return root
+
+
+def check_refusal(proc, fragments, project: Path, where: str) -> None:
+    out = (proc.stdout + proc.stderr).strip()
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert proc.returncode != 0, f"{where} accepted it:\n{out[-2000:]}"
+    assert "Traceback" not in out and not any(line.lstrip().startswith('File "') for line in lines), out[-3000:]
+    assert len(lines) <= 3, f"{where} printed {len(lines)} lines:\n{out[-3000:]}"
+    assert any(all(f in line for f in fragments) for line in lines), (where, fragments, out)
+    assert (project / SENTINEL).read_bytes() == b"an earlier build's training data"
+
+
+@pytest.mark.parametrize("case_id, case, fragments", CASES, ids=[c[0] for c in CASES])
+def test_bad_params_are_refused_by_snakemake_and_the_cli(project, case_id, case, fragments, monkeypatch, capfd):
+    (project / "params.yaml").write_text(params_text(case))
+    smk = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "1"], cwd=project, env=ENV,
+                         capture_output=True, text=True)
+    check_refusal(smk, fragments, project, "snakemake -n")
+    # the CLI's own entry point, in this process (a subprocess per case costs a second of imports)
+    monkeypatch.chdir(project)
+    code = cli.main(["prepare", "--params", "params.yaml", "--dataset", "toyroll", "--train", SENTINEL,
+                     "--test", "results/data/toyroll/test.npz", "--info", "results/data/toyroll/info.json",
+                     "--preview", "results/data/toyroll/p.png"])
+    out = capfd.readouterr()
+    check_refusal(subprocess.CompletedProcess([], code, out.out, out.err), fragments, project, "diffrepro prepare")
+    if case_id in DVC_CASES:
+        dvc = subprocess.run([str(BIN / "dvc"), "repro", "prepare@toyroll"], cwd=project, env=ENV,
+                             capture_output=True, text=True)
+        out = dvc.stdout + dvc.stderr
+        assert dvc.returncode != 0 and "Traceback" not in out, out[-3000:]
+        assert "params.yaml" in out or all(f in out for f in fragments), out[-3000:]
+        # DVC itself deletes a stage's outputs before running its command (`persist: false`, the
+        # default); a committed output comes back with `dvc checkout`. So no sentinel check here.
+        (project / SENTINEL).write_bytes(b"an earlier build's training data")
+
+
+def test_the_table_is_at_least_thirty_cases():
+    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
