@@ -149,3 +149,23 @@ def test_every_reported_output_has_a_caption():
     for st, out in flagged:
         assert (ROOT / "workflow" / "report" / f"{st.name}-{out.name}.rst").read_text().strip(), (st.name, out.name)
         assert out.path.endswith((".png", ".csv")), out.path
+
+
+@pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
+def test_no_two_jobs_write_the_same_file(config):
+    """Runs that share a dataset share its prepare/features/reference jobs but never write one file
+    twice: every output path of every job is distinct (and so are logs and benchmarks)."""
+    from diffrepro import engines, pipeline
+
+    raw = yaml.safe_load(CONFIGS[config].read_text())
+    targets = engines.all_targets(raw)
+    assert len(targets) == len(set(targets))
+    per_job = []
+    for st in pipeline.STAGES:
+        keys = {"dataset": list(raw["datasets"]), "run": list(raw["runs"]), None: [None]}[st.wildcard]
+        for key in keys:
+            values = pipeline.wildcard_values(st, raw, key)
+            per_job.append(pipeline.fill(st.log, **values))
+    assert len(per_job) == len(set(per_job))
+    shared = [d for d in raw["datasets"] if sum(r["dataset"] == d for r in raw["runs"].values()) > 1]
+    assert shared or config != "default"  # the default config does share datasets between runs

@@ -61,8 +61,8 @@ def save_npz(path, **arrays) -> None:
 def save_torch(path, obj) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)  # to a file object: the archive's inner folder is "archive", not the temp name
 
 
 def save_figure(path, fig) -> None:
