@@ -6,6 +6,8 @@ import signal
 import subprocess
 import time
 
+import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -69,3 +71,97 @@ def test_state_of_another_config_is_not_resumed(tmp_path, tiny_raw):
     run_cli("train", *args, "--log", log, check=True)
     assert "another config" in log.read_text()
     assert torch.load(out / "model.pt", weights_only=False)["history"]["step"][0] == 10
+
+
+def _kill_after_first_part(args, parts: Path) -> None:
+    """Start `diffrepro <args>` and SIGKILL it as soon as its first finished chunk is on disk."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen([str(BIN / "diffrepro"), *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (parts / "part-000000.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """toyroll-ddpm at T = 200 with many sampling chunks and bound batches, trained once."""
+    root = tmp_path_factory.mktemp("loops")
+    raw = yaml.safe_load(TINY_PARAMS.read_text())
+    raw["datasets"]["toyroll"]["n_test"] = 2000
+    run = raw["runs"]["toyroll-ddpm"]
+    run["diffusion"]["timesteps"] = 200
+    run["sample"].update(n=6000, batch_size=400)
+    run["eval"].update(nll_n=2000, batch_size=100)
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    run_cli("prepare", *stage_args("prepare", "toyroll", root, params), check=True)
+    run_cli("train", *stage_args("train", "toyroll-ddpm", root, params), check=True)
+    return root, params
+
+
+def _other_folder(args: list, run_dir: Path, other: Path) -> list:
+    """The same job's arguments with its outputs (not its inputs) moved to `other`."""
+    inputs = {"--model", "--train", "--test"}
+    return [a.replace(str(run_dir), str(other)) if i and args[i - 1] not in inputs else a
+            for i, a in enumerate(args)]
+
+
+@pytest.mark.parametrize("stage, output, parts", [("sample", "--samples", "sample_parts"),
+                                                  ("nll", "--metrics", "nll_parts")])
+def test_killed_sampling_and_bound_loops_resume_to_the_same_result(trained, stage, output, parts):
+    root, params = trained
+    args = stage_args(stage, "toyroll-ddpm", root, params)
+    run_dir = Path(args[args.index(output) + 1]).parent
+    run_cli(stage, *args, check=True)
+    assert not (run_dir / parts).exists()  # removed once the outputs are written
+    killed = root / f"killed-{stage}"
+    killed_args = _other_folder(args, run_dir, killed)
+    _kill_after_first_part([stage, *killed_args], killed / parts)
+    written = [p.name for p in killed.glob("*") if p.is_file() and not p.name.startswith(".")]
+    assert (killed / parts / "part-000000.pt").exists() and written == [], \
+        f"the {stage} job was not killed mid-loop, or left outputs an engine would take as complete: {written}"
+    log = root / f"{stage}-resume.log"
+    run_cli(stage, *killed_args, "--log", log, check=True)
+    assert "resuming after" in log.read_text()
+    assert not (killed / parts).exists()
+    if stage == "sample":
+        a, b = np.load(run_dir / "samples.npz")["x"], np.load(killed / "samples.npz")["x"]
+        assert a.shape == (6000, 2) and np.array_equal(a, b)
+    else:
+        assert (killed / "nll.json").read_bytes() == (run_dir / "nll.json").read_bytes()
+        assert (killed / "nll_terms.csv").read_bytes() == (run_dir / "nll_terms.csv").read_bytes()
+
+
+def test_parts_of_other_settings_are_not_resumed(tmp_path):
+    from diffrepro.resume import Parts
+
+    Parts(tmp_path / "p", "old").save(0, {"x": torch.zeros(3)})
+    assert Parts(tmp_path / "p", "new").load() == [] and not (tmp_path / "p").exists()
+    parts = Parts(tmp_path / "q", "k")
+    parts.save(0, {"x": torch.ones(2)})
+    (tmp_path / "q" / "part-000001.pt").write_bytes(b"cut short by a kill")
+    assert [torch.equal(p["x"], torch.ones(2)) for p in parts.load()] == [True]
+
+
+def test_a_non_finite_bound_stops_nll_naming_run_stage_and_example(trained, monkeypatch, tmp_path, capsys):
+    root, params = trained
+    from diffrepro import cli
+    from diffrepro.diffusion.gaussian import GaussianDiffusion
+
+    original = GaussianDiffusion.bound_terms
+
+    def poisoned(self, model, x, **kw):
+        res = original(self, model, x, **kw)
+        res.total[3] = float("nan")
+        return res
+
+    monkeypatch.setattr(GaussianDiffusion, "bound_terms", poisoned)
+    args = _other_folder(stage_args("nll", "toyroll-ddpm", root, params),
+                         root / "results" / "runs" / "toyroll-ddpm", tmp_path)
+    assert cli.main(["nll", *args]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and "run 'toyroll-ddpm', stage nll: the bound is nan for test example 3" in err[0], err
+    assert not (tmp_path / "nll.json").exists()

@@ -9,11 +9,15 @@
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
 from ..diffusion.likelihood import discretized_gaussian_log_likelihood
 from ..runtime import progress
+
+LOG = logging.getLogger("diffrepro.bound")
 
 
 def l_null_nats(x_train: np.ndarray, x_eval: np.ndarray, data_type: str, levels: int = 256) -> np.ndarray:
@@ -36,15 +40,36 @@ def l_null_nats(x_train: np.ndarray, x_eval: np.ndarray, data_type: str, levels:
 
 
 @torch.no_grad()
-def evaluate_bound(process, model, x: np.ndarray, *, batch_size: int, generator, device, desc=None) -> dict:
+def evaluate_bound(process, model, x: np.ndarray, *, batch_size: int, generator, device, desc=None,
+                   parts=None, label: str = "bound") -> dict:
     """The process's BoundResult over all examples, batched, as float64 numpy: prior [N], terms
-    [N x T], total [N] (nats) and every per-example extra the process adds (eps_mse, k_paper, ...)."""
+    [N x T], total [N] (nats) and every per-example extra the process adds (eps_mse, k_paper, ...).
+
+    `parts` (a resume.Parts): each finished batch is saved with the generator's state after it, and
+    a re-run continues after the saved ones with the same result. A non-finite bound stops with a
+    RuntimeError naming `label` and the examples; nothing after it is computed."""
+    done = parts.load() if parts is not None else []
     out = {}
-    for i in progress(range(0, len(x), batch_size), desc=desc):
+    for part in done:
+        for k, v in part["result"].items():
+            out.setdefault(k, []).append(v)
+    if done:
+        generator.set_state(done[-1]["generator"])
+        LOG.info("%s: resuming after %d of %d examples", label, min(len(done) * batch_size, len(x)), len(x))
+    starts = range(len(done) * batch_size, len(x), batch_size)
+    for index, i in enumerate(progress(starts, desc=desc), start=len(done)):
         xb = torch.as_tensor(x[i:i + batch_size], device=device)
         res = process.bound_terms(model, xb, generator=generator)
-        for k, v in {"prior": res.prior, "terms": res.terms, "total": res.total, **res.extras}.items():
-            out.setdefault(k, []).append(v.double().cpu())
+        if not bool(torch.isfinite(res.total).all()):
+            bad = i + int((~torch.isfinite(res.total)).nonzero()[0, 0])
+            raise RuntimeError(f"{label}: the bound is {float(res.total.flatten()[bad - i])} for test example {bad} "
+                               f"(batch {index + 1}); no metrics are written")
+        result = {k: v.double().cpu() for k, v in
+                  {"prior": res.prior, "terms": res.terms, "total": res.total, **res.extras}.items()}
+        for k, v in result.items():
+            out.setdefault(k, []).append(v)
+        if parts is not None:
+            parts.save(index, {"result": result, "generator": generator.get_state()})
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 

@@ -9,6 +9,8 @@ metrics/bound.py; this stage reads, calls and writes.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -17,6 +19,7 @@ from .. import families
 from ..io import load_checkpoint, load_data, save_csv, save_json
 from ..metrics.bound import categorical_nats, evaluate_bound, l_null_nats, rate_distortion
 from ..plots import bound_terms as plot_terms
+from ..resume import Parts, digest, file_digest
 from ..runtime import derive_seed
 from ..training import load_trained
 
@@ -40,9 +43,14 @@ def run(args, params, device):
     run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, x_test.shape[1:], args.model))
     data_type = run_cfg.dataset.data_type
     dims = int(np.prod(x_test.shape[1:]))
-    gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "nll", cfg.name))
+    seed = derive_seed(params.seed, "nll", cfg.name)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    # each finished test batch is kept until nll.json is written: a killed job resumes after it
+    parts = Parts(Path(args.metrics).with_name("nll_parts"),
+                  digest(run=cfg.name, eval=cfg.eval, seed=seed, device=device.type, model=file_digest(args.model),
+                         x=x_test))
     res = evaluate_bound(process, model, x_test, batch_size=cfg.eval.batch_size, generator=gen, device=device,
-                         desc=f"bound {cfg.name}")
+                         desc=f"bound {cfg.name}", parts=parts, label=f"run {cfg.name!r}, stage nll")
     unit = families.unit(data_type)
     to_unit = lambda nats: families.to_bits(nats, data_type, dims)  # noqa: E731
     total = to_unit(res["total"])
@@ -74,5 +82,6 @@ def run(args, params, device):
     plot_terms(args.plot, terms["t"], terms["term"], unit, f"{cfg.name}: bound terms (L_0 at t=1)",
                rate_distortion=None if rd is None else (rd["rate"], rd["distortion"], rd["distortion_unit"]))
     save_json(args.metrics, metrics)
+    parts.clear()
     LOG.info("%s: bound %.4f %s (prior %.2e, decoder %.4f, KL sum %.4f)", cfg.name, metrics["nll"], unit,
              metrics["prior"], metrics["decoder"], metrics["kl_sum"])

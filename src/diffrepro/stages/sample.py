@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from ..io import load_checkpoint, load_data, save_npz
 from ..plots import progressive_panel, show_data
+from ..resume import Parts, digest, file_digest
 from ..runtime import derive_seed
 from ..sampling import progressive, sample
 from ..training import load_trained
@@ -19,13 +22,24 @@ def run(args, params, device):
     ckpt = load_checkpoint(args.model)
     test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]  # drawn beside 2-D samples
     run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, test.shape[1:], args.model))
-    gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "sample", cfg.name))
+    seed = derive_seed(params.seed, "sample", cfg.name)
+    gen = torch.Generator(device=device).manual_seed(seed)
     shape = tuple(ckpt["data_shape"])
-    chunks, left = [], cfg.sample.n
+    # every finished chunk is kept until samples.npz is written: a killed job resumes after it
+    parts = Parts(Path(args.samples).with_name("sample_parts"),
+                  digest(run=cfg.name, sample=cfg.sample, seed=seed, device=device.type,
+                         model=file_digest(args.model)))
+    done = parts.load()
+    chunks = [part["x"] for part in done]
+    if done:
+        gen.set_state(done[-1]["generator"])
+        LOG.info("%s: resuming after %d of %d samples", cfg.name, sum(len(c) for c in chunks), cfg.sample.n)
+    left = cfg.sample.n - sum(len(c) for c in chunks)
     while left > 0:
         b = min(left, cfg.sample.batch_size)
         chunks.append(sample(process, model, (b, *shape), generator=gen, device=device,
                              clip_denoised=cfg.sample.clip_denoised).cpu())
+        parts.save(len(chunks) - 1, {"x": chunks[-1], "generator": gen.get_state()})
         left -= b
     x = torch.cat(chunks).numpy().astype(np.float32)
     save_npz(args.samples, x=x)
@@ -33,4 +47,5 @@ def run(args, params, device):
     data_type = run_cfg.dataset.data_type
     frames = progressive(process, model, (8 if data_type == "image" else 500, *shape), generator=gen, device=device)
     progressive_panel(args.progressive, frames, data_type, f"{cfg.name}: along the reverse chain")
+    parts.clear()
     LOG.info("%s: %d samples of shape %s", cfg.name, len(x), shape)
