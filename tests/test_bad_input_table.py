@@ -144,3 +144,30 @@ def test_bad_params_are_refused_by_snakemake_and_the_cli(project, case_id, case,
 
 def test_the_table_is_at_least_thirty_cases():
     assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_a_job_refused_under_snakemake_keeps_the_earlier_outputs(tmp_path):
+    """Bad data found inside a job: Snakemake would delete the job's outputs before running it; the
+    rules flag them `update`, so the failed job leaves the previous build's files byte-identical,
+    and once the data are fixed the job runs again."""
+    import numpy as np
+
+    copy_pipeline_files(tmp_path, TINY_PARAMS)
+    target = "results/runs/toyroll-ddpm/model.pt"
+    smk = [str(BIN / "snakemake"), "--cores", "2", target]
+    assert subprocess.run(smk, cwd=tmp_path, env=ENV, capture_output=True).returncode == 0
+    outputs = {p: p.read_bytes() for p in (tmp_path / "results" / "runs" / "toyroll-ddpm").iterdir()}
+    data = tmp_path / "results" / "data" / "toyroll" / "train.npz"
+    arrays = dict(np.load(data))
+    good = arrays["x"].copy()
+    arrays["x"][3, 0] = np.nan
+    np.savez(data, **arrays)
+    proc = subprocess.run(smk, cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "diffrepro train: error: training data 'results/data/toyroll/train.npz': array x holds 1 NaN" \
+        in proc.stdout + proc.stderr
+    assert {p: p.read_bytes() for p in outputs} == outputs
+    np.savez(data, **{**arrays, "x": good})
+    fixed = subprocess.run(smk, cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert fixed.returncode == 0 and "rule train:" in fixed.stdout + fixed.stderr  # it ran again
+    assert (tmp_path / target).read_bytes() == outputs[tmp_path / target]  # same data, seed: same model

@@ -16,8 +16,8 @@ from pathlib import Path
 from .conftest import BIN, TINY_PARAMS, run_cli, stage_args
 
 
-def _params(tmp_path, tiny_raw):
-    run = tiny_raw["runs"]["toyroll-ddpm"]
+def _params(tmp_path, tiny_raw, run_name="toyroll-ddpm"):
+    run = tiny_raw["runs"][run_name]
     run["train"].update(steps=600, checkpoint_every=50, warmup_steps=30)
     tiny_raw["models"]["mlp-tiny"]["hidden"] = 64
     path = tmp_path / "params.yaml"
@@ -25,10 +25,12 @@ def _params(tmp_path, tiny_raw):
     return path
 
 
-def test_killed_training_resumes_to_identical_weights(tmp_path, tiny_raw):
-    params = _params(tmp_path, tiny_raw)
-    run_cli("prepare", *stage_args("prepare", "toyroll", tmp_path, params), check=True)
-    full_args = stage_args("train", "toyroll-ddpm", tmp_path, params)
+@pytest.mark.parametrize("run_name", ["toyroll-ddpm", "beat-sd"])  # DDPM, and SD-2015's binomial family
+def test_killed_training_resumes_to_identical_weights(tmp_path, tiny_raw, run_name):
+    params = _params(tmp_path, tiny_raw, run_name)
+    dataset = tiny_raw["runs"][run_name]["dataset"]
+    run_cli("prepare", *stage_args("prepare", dataset, tmp_path, params), check=True)
+    full_args = stage_args("train", run_name, tmp_path, params)
     run_cli("train", *full_args, check=True)
     full = Path(full_args[full_args.index("--model") + 1]).parent
     killed = tmp_path / "killed"  # the same job with its outputs in another folder
@@ -102,9 +104,11 @@ def trained(tmp_path_factory):
     return root, params
 
 
-def _other_folder(args: list, run_dir: Path, other: Path) -> list:
+def _other_folder(stage: str, args: list, run_dir: Path, other: Path) -> list:
     """The same job's arguments with its outputs (not its inputs) moved to `other`."""
-    inputs = {"--model", "--train", "--test"}
+    from diffrepro import pipeline
+
+    inputs = {"--" + i.name.replace("_", "-") for i in pipeline.stage(stage).inputs}
     return [a.replace(str(run_dir), str(other)) if i and args[i - 1] not in inputs else a
             for i, a in enumerate(args)]
 
@@ -118,7 +122,7 @@ def test_killed_sampling_and_bound_loops_resume_to_the_same_result(trained, stag
     run_cli(stage, *args, check=True)
     assert not (run_dir / parts).exists()  # removed once the outputs are written
     killed = root / f"killed-{stage}"
-    killed_args = _other_folder(args, run_dir, killed)
+    killed_args = _other_folder(stage, args, run_dir, killed)
     _kill_after_first_part([stage, *killed_args], killed / parts)
     written = [p.name for p in killed.glob("*") if p.is_file() and not p.name.startswith(".")]
     assert (killed / parts / "part-000000.pt").exists() and written == [], \
@@ -159,9 +163,36 @@ def test_a_non_finite_bound_stops_nll_naming_run_stage_and_example(trained, monk
         return res
 
     monkeypatch.setattr(GaussianDiffusion, "bound_terms", poisoned)
-    args = _other_folder(stage_args("nll", "toyroll-ddpm", root, params),
+    args = _other_folder("nll", stage_args("nll", "toyroll-ddpm", root, params),
                          root / "results" / "runs" / "toyroll-ddpm", tmp_path)
     assert cli.main(["nll", *args]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(err) == 1 and "run 'toyroll-ddpm', stage nll: the bound is nan for test example 3" in err[0], err
     assert not (tmp_path / "nll.json").exists()
+
+
+def test_a_killed_fid_job_leaves_no_metrics_and_the_rerun_finishes(trained):
+    """fid has no loop worth resuming (seconds), but a kill mid-work must not leave a fid.json an
+    engine would take as complete; the re-run writes the uninterrupted run's file."""
+    root, params = trained
+    for stage, key in (("sample", "toyroll-ddpm"), ("features", "toyroll"), ("reference", "toyroll")):
+        run_cli(stage, *stage_args(stage, key, root, params), check=True)
+    args = stage_args("fid", "toyroll-ddpm", root, params)
+    run_dir = Path(args[args.index("--metrics") + 1]).parent
+    run_cli("fid", *args, check=True)
+    killed = root / "killed-fid"
+    killed_args = _other_folder("fid", args, run_dir, killed)
+    log = root / "fid-kill.log"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen([str(BIN / "diffrepro"), "fid", *killed_args, "--log", str(log)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (log.exists() and "fid on" in log.read_text()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    time.sleep(0.05)  # inside the work: features, then FID and KID subsets
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the fid job finished before it could be killed"
+    assert not (killed / "fid.json").exists()
+    run_cli("fid", *killed_args, check=True)
+    assert (killed / "fid.json").read_bytes() == (run_dir / "fid.json").read_bytes()

@@ -16,14 +16,20 @@ def _priority(st):
 
 def rule_outputs(st):
     """The stage's outputs; pictures and tables flagged for `snakemake --report` in their category,
-    one sub-category per run or dataset, captioned by workflow/report/<stage>-<output>.rst."""
+    one sub-category per run or dataset, captioned by workflow/report/<stage>-<output>.rst.
+
+    Every output is flagged `update`: Snakemake then neither deletes it before the job runs nor
+    after the job fails, and puts the previous version back if the job fails. The stages write
+    each output atomically on success, so a refused or crashed job leaves the last good results as
+    they were."""
     outs = {}
     for out in st.outputs:
         if out.report:
-            outs[out.name] = report(out.path, caption=f"../report/{st.name}-{out.name}.rst", category=out.report,
-                                    subcategory=f"{{{st.wildcard}}}" if st.wildcard else "all runs")
+            outs[out.name] = update(report(out.path, caption=f"../report/{st.name}-{out.name}.rst",
+                                           category=out.report,
+                                           subcategory=f"{{{st.wildcard}}}" if st.wildcard else "all runs"))
         else:
-            outs[out.name] = out.path
+            outs[out.name] = update(out.path)
     return outs
 
 
