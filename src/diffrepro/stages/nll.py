@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 
 from .. import families
-from ..io import load_checkpoint, load_data, save_csv, save_json
+from ..io import file_sha256, load_checkpoint, load_data, save_csv, save_json
 from ..metrics.bound import categorical_nats, evaluate_bound, l_null_nats, rate_distortion
 from ..plots import bound_terms as plot_terms
-from ..resume import Parts, digest, file_digest
+from ..resume import Parts, digest
 from ..runtime import derive_seed
 from ..training import load_trained
 
@@ -47,7 +47,7 @@ def run(args, params, device):
     gen = torch.Generator(device=device).manual_seed(seed)
     # each finished test batch is kept until nll.json is written: a killed job resumes after it
     parts = Parts(Path(args.metrics).with_name("nll_parts"),
-                  digest(run=cfg.name, eval=cfg.eval, seed=seed, device=device.type, model=file_digest(args.model),
+                  digest(run=cfg.name, eval=cfg.eval, seed=seed, device=device.type, model=file_sha256(args.model),
                          x=x_test))
     res = evaluate_bound(process, model, x_test, batch_size=cfg.eval.batch_size, generator=gen, device=device,
                          desc=f"bound {cfg.name}", parts=parts, label=f"run {cfg.name!r}, stage nll")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import load_checkpoint, load_data, save_npz
+from ..io import file_sha256, load_checkpoint, load_data, save_npz
 from ..plots import progressive_panel, show_data
-from ..resume import Parts, digest, file_digest
+from ..resume import Parts, digest
 from ..runtime import derive_seed
 from ..sampling import progressive, sample
 from ..training import load_trained
@@ -28,7 +28,7 @@ def run(args, params, device):
     # every finished chunk is kept until samples.npz is written: a killed job resumes after it
     parts = Parts(Path(args.samples).with_name("sample_parts"),
                   digest(run=cfg.name, sample=cfg.sample, seed=seed, device=device.type,
-                         model=file_digest(args.model)))
+                         model=file_sha256(args.model)))
     done = parts.load()
     chunks = [part["x"] for part in done]
     if done:
