@@ -26,7 +26,7 @@ import torch_fidelity
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from tqdm import tqdm
 
-from diffrepro.metrics.inception import InceptionFeatures
+from diffrepro.metrics.inception import InceptionFeatures, images_to_uint8
 from diffrepro.nets.classifier import IdentityFeatures, SmallClassifier
 
 CHECKPOINT_FORMAT = "diffrepro-feature-extractor/1"
@@ -48,11 +48,6 @@ def _extractor_kind(kind: str):
 
 def _default_device(x) -> torch.device:
     return x.device if torch.is_tensor(x) else torch.device("cpu")
-
-
-def images_to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[N x C x H x W] float in [-1, 1] -> uint8 in [0, 255] (the inverse of v / 127.5 - 1, rounded)."""
-    return torch.round((x.to(torch.float32) + 1.0) * 127.5).clamp(0, 255).to(torch.uint8)
 
 
 # ----------------------------------------------------------------------------------------------

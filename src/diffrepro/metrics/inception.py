@@ -127,6 +127,11 @@ def load_source(path=None) -> tuple[dict, dict]:
     return state, {"source": str(path), "sha256": file_sha256(path), "format": fmt, "classifier_head": has_head(state)}
 
 
+def images_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[N x C x H x W] float in [-1, 1] -> uint8 in [0, 255] (the inverse of v / 127.5 - 1, rounded)."""
+    return torch.round((x.to(torch.float32) + 1.0) * 127.5).clamp(0, 255).to(torch.uint8)
+
+
 def images_to_uint8_rgb(x) -> torch.Tensor:
     """Images [N x C x H x W] in [-1, 1], C in {1, 3} -> uint8 [N x 3 x H x W] (grey repeated).
 
@@ -135,7 +140,7 @@ def images_to_uint8_rgb(x) -> torch.Tensor:
     x = torch.as_tensor(x)
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"Inception features need images [N x C x H x W] with C in (1, 3), got {list(x.shape)}")
-    x = torch.round((x.to(torch.float32) + 1.0) * 127.5).clamp(0, 255).to(torch.uint8)
+    x = images_to_uint8(x)
     return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
 
