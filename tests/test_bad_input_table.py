@@ -85,8 +85,53 @@ CASES = [
      ["datasets.tinydigits.inception_weights = 'data/w.pth' does not exist"]),
     ("missing-npz", lambda r: r["datasets"].update(toyroll={"kind": "npz", "path": "data/mine.npz", "data_type": "points"}),
      ["datasets.toyroll.path = 'data/mine.npz' does not exist", ".npz"]),
+    # data files (written by the `project` fixture), checked when the pipeline is planned
+    ("npz-nan", lambda r: own_data(r, "nan.npz"), ["datasets.toyroll (npz)", "data/nan.npz", "x", "1 NaN"]),
+    ("npz-wrong-shape", lambda r: own_data(r, "cube.npz"), ["data/cube.npz", "shape (40, 2, 2)", "points are [N x D]"]),
+    ("npz-wrong-dtype", lambda r: own_data(r, "complex.npz"), ["data/complex.npz", "dtype complex128", "allowed"]),
+    ("npz-out-of-range", lambda r: own_data(r, "bright.npz", data_type="image", levels=256),
+     ["data/bright.npz", "values in [0, 300]", "levels: 256"]),
+    ("npz-without-arrays", lambda r: own_data(r, "other.npz"), ["data/other.npz", "holds arrays pixels", "train"]),
+    ("npz-not-npz", lambda r: own_data(r, "notes.npz"), ["data/notes.npz", "not a readable .npz"]),
+    ("mnist-truncated", lambda r: r["datasets"].update(m={"kind": "mnist", "root": "data/mnist-cut"}),
+     ["datasets.m (mnist)", "train-images-idx3-ubyte", "header says shape (20, 28, 28)"]),
+    ("mnist-not-idx", lambda r: r["datasets"].update(m={"kind": "mnist", "root": "data/mnist-text"}),
+     ["t10k-labels-idx1-ubyte", "not an IDX file", "expected 0x00000801"]),
+    ("mnist-n-beyond-files", lambda r: r["datasets"].update(m={"kind": "mnist", "root": "data/mnist", "n_train": 500}),
+     ["datasets.m (mnist)", "n_train=500 is more than the 20 examples"]),
+    ("cifar-missing-batch", lambda r: r["datasets"].update(c={"kind": "cifar10", "root": "data/cifar-gap"}),
+     ["datasets.c (cifar10)", "missing data_batch_3", "no download"]),
 ]
-DVC_CASES = ("malformed-yaml", "negative-steps", "option-of-other-arch", "missing-data-root")
+
+
+def own_data(r, name, data_type="points", **options):
+    """The toyroll entry becomes the user's own file data/<name>."""
+    r["datasets"]["toyroll"] = {"kind": "npz", "path": f"data/{name}", "data_type": data_type, **options}
+
+
+def write_bad_files(data: Path) -> None:
+    """The data files the table's file cases name: each wrong in one way."""
+    import numpy as np
+
+    from .roots import write_cifar_root, write_mnist_root
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2))
+    np.savez(data / "nan.npz", x=np.where(np.arange(80).reshape(40, 2) == 7, np.nan, x))
+    np.savez(data / "cube.npz", x=x.reshape(40, 1, 2).repeat(2, axis=1))
+    np.savez(data / "complex.npz", x=x.astype(np.complex128))
+    np.savez(data / "bright.npz", x=np.linspace(0, 300, 40 * 64).reshape(40, 1, 8, 8).round())
+    np.savez(data / "other.npz", pixels=x)
+    (data / "notes.npz").write_text("not an archive\n")
+    for name in ("mnist", "mnist-cut", "mnist-text"):
+        write_mnist_root(data / name, n_train=20, n_test=10)
+    images = data / "mnist-cut" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])
+    (data / "mnist-text" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_text("labels\n")
+    write_cifar_root(data / "cifar-gap", per_batch=2, n_test=2)
+    (data / "cifar-gap" / "cifar-10-batches-py" / "data_batch_3").unlink()
+DVC_CASES = ("malformed-yaml", "negative-steps", "option-of-other-arch", "missing-data-root", "npz-nan",
+             "mnist-truncated")
 
 
 def params_text(case) -> str:
@@ -103,6 +148,8 @@ def project(tmp_path_factory):
     copy_pipeline_files(root, TINY_PARAMS)
     for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q", "--no-scm"]):
         subprocess.run(cmd, cwd=root, check=True, env=ENV)
+    (root / "data").mkdir()
+    write_bad_files(root / "data")
     (root / SENTINEL).parent.mkdir(parents=True)
     (root / SENTINEL).write_bytes(b"an earlier build's training data")
     return root
@@ -171,3 +218,79 @@ def test_a_job_refused_under_snakemake_keeps_the_earlier_outputs(tmp_path):
     fixed = subprocess.run(smk, cwd=tmp_path, env=ENV, capture_output=True, text=True)
     assert fixed.returncode == 0 and "rule train:" in fixed.stdout + fixed.stderr  # it ran again
     assert (tmp_path / target).read_bytes() == outputs[tmp_path / target]  # same data, seed: same model
+
+
+# Checkpoints: a run's model.pt already on disk is checked when Snakemake plans the pipeline (read
+# without torch), and again by the job that loads it (`dvc repro --single-item`, the CLI). Each case:
+# exit non-zero, one line naming the file, no traceback; under Snakemake at most 3 lines and the
+# previous samples byte-identical.
+MODEL = "results/runs/toyroll-ddpm/model.pt"
+SAMPLE_OUTPUTS = ("samples.npz", "samples.png", "progressive.png")
+
+
+def _truncated(project):
+    return (project / MODEL).read_bytes()[:2000]
+
+
+def _foreign(project):
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, buffer)
+    return buffer.getvalue()
+
+
+CHECKPOINT_CASES = [
+    ("truncated", _truncated, ["corrupt or not a diffrepro checkpoint"]),
+    ("not-a-checkpoint", lambda project: b"weights, they said\n", ["corrupt or not a diffrepro checkpoint"]),
+    ("foreign-torch-file", _foreign, ["is not a diffrepro checkpoint", "lacks the keys config, model"]),
+    ("another-run-and-arch", lambda project: (project / "results/runs/toyroll-sd/model.pt").read_bytes(),
+     ["of run 'toyroll-sd', not of run 'toyroll-ddpm'"]),
+]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("built")
+    copy_pipeline_files(root, TINY_PARAMS)
+    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q", "--no-scm"],
+                [str(BIN / "snakemake"), "--cores", "2", "results/runs/toyroll-ddpm/samples.npz",
+                 "results/runs/toyroll-sd/model.pt"]):
+        subprocess.run(cmd, cwd=root, check=True, env=ENV, capture_output=True)
+    return root
+
+
+def _our_line(proc, prefix, fragments, where):
+    out = proc.stdout + proc.stderr
+    ours = [line for line in out.splitlines() if line.startswith(f"{prefix}: error:")]
+    assert proc.returncode != 0 and "Traceback" not in out, f"{where}:\n{out[-3000:]}"
+    assert len(ours) == 1 and MODEL in ours[0] and all(f in ours[0] for f in fragments), f"{where}:\n{out[-3000:]}"
+
+
+@pytest.mark.parametrize("case_id, bad, fragments", CHECKPOINT_CASES, ids=[c[0] for c in CHECKPOINT_CASES])
+def test_bad_checkpoints_are_refused_by_every_engine(built, case_id, bad, fragments):
+    run_dir = built / "results" / "runs" / "toyroll-ddpm"
+    good = (built / MODEL).read_bytes()
+    before = {name: (run_dir / name).read_bytes() for name in SAMPLE_OUTPUTS}
+    (built / MODEL).write_bytes(bad(built))
+    try:
+        smk = subprocess.run([str(BIN / "snakemake"), "--cores", "1", "results/runs/toyroll-ddpm/samples.npz"],
+                             cwd=built, env=ENV, capture_output=True, text=True)
+        _our_line(smk, "diffrepro", fragments, "snakemake")
+        assert len([line for line in (smk.stdout + smk.stderr).splitlines() if line.strip()]) <= 3
+        assert {name: (run_dir / name).read_bytes() for name in SAMPLE_OUTPUTS} == before
+        dvc = subprocess.run([str(BIN / "dvc"), "repro", "--single-item", "sample@toyroll-ddpm"], cwd=built, env=ENV,
+                             capture_output=True, text=True)
+        _our_line(dvc, "diffrepro sample", fragments, "dvc repro")
+        cli_args = ["sample", "--params", "params.yaml", "--run", "toyroll-ddpm", "--model", MODEL,
+                    "--test", "results/data/toyroll/test.npz", "--samples", "out/samples.npz",
+                    "--picture", "out/samples.png", "--progressive", "out/progressive.png"]
+        proc = subprocess.run([str(BIN / "diffrepro"), *cli_args], cwd=built, env=ENV, capture_output=True, text=True)
+        _our_line(proc, "diffrepro sample", fragments, "diffrepro sample")
+        assert not (built / "out").exists()
+    finally:
+        (built / MODEL).write_bytes(good)
+        for name, data in before.items():  # DVC removes a stage's outputs before running it
+            (run_dir / name).write_bytes(data)

@@ -137,7 +137,8 @@ def _enum_paths(node, path=()):
 
 def test_every_schema_enum_equals_its_registry():
     from diffrepro import families
-    from diffrepro.config import FAMILY_SCHEDULES, FEATURE_SPACES
+    from diffrepro.config import FAMILY_SCHEDULES, FEATURE_SPACES, IMAGE_CONVENTIONS
+    from diffrepro.convention import ImageConvention
     from diffrepro.data import DATA_TYPES
     from diffrepro.diffusion.binomial import BinomialReverse
     from diffrepro.diffusion.gaussian import LossType, ModelMeanType, ModelVarType
@@ -147,7 +148,7 @@ def test_every_schema_enum_equals_its_registry():
     from diffrepro.nets.sd_nets import HiddenKind
     from diffrepro.nets.unet import PRESETS
     from diffrepro.runtime import DEVICES
-    from diffrepro.sampling import InpaintMode, RSchedule
+    from diffrepro.sampling import InpaintMode, RSchedule, Sampler
     from diffrepro.stages.inpaint import MASKS
     from diffrepro.training import LRSchedule
 
@@ -156,6 +157,7 @@ def test_every_schema_enum_equals_its_registry():
         "properties.device": DEVICES,
         "definitions.dataset.properties.kind": DATASETS,
         "definitions.dataset.properties.feature_space": FEATURE_SPACES,
+        "definitions.dataset.properties.image_convention": ImageConvention.values(),
         "definitions.dataset.properties.data_type": DATA_TYPES,
         "definitions.model.properties.arch": NETS,
         "definitions.model.properties.activation": ACTIVATIONS,
@@ -169,6 +171,7 @@ def test_every_schema_enum_equals_its_registry():
         run + "diffusion.properties.binomial_reverse": BinomialReverse.values(),
         run + "train.properties.lr_schedule": LRSchedule.values(),
         run + "inpaint.properties.masks.items": MASKS,
+        run + "sample.properties.sampler": Sampler.values(),
         run + "inpaint.properties.mode": InpaintMode.values(),
         run + "inpaint.properties.r_schedule": RSchedule.values(),
     }
@@ -179,6 +182,7 @@ def test_every_schema_enum_equals_its_registry():
     # each family's schedules are exactly its registry's
     assert set(FAMILY_SCHEDULES["ddpm"]) == set(SCHEDULES)
     assert set(FAMILY_SCHEDULES["sd_gaussian"]) == set(SDBetaInit.values())
+    assert set(IMAGE_CONVENTIONS) == set(ImageConvention.values())
 
 
 def test_arch_and_kind_options_are_the_constructors_keywords():

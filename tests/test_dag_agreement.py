@@ -16,6 +16,9 @@ import pytest
 import yaml
 
 from .conftest import BIN, ROOT, TINY_PARAMS, copy_pipeline_files, run_cli
+from .roots import write_cifar_root, write_mnist_root
+
+ROOT_WRITERS = {"cifar10": write_cifar_root, "mnist": write_mnist_root}
 
 CONFIGS = {"default": ROOT / "params.yaml", "tiny": TINY_PARAMS,
            "ddpm-cifar10": ROOT / "configs" / "ddpm-cifar10.yaml", "ddpm-mnist": ROOT / "configs" / "ddpm-mnist.yaml"}
@@ -24,9 +27,9 @@ CONFIGS = {"default": ROOT / "params.yaml", "tiny": TINY_PARAMS,
 def copy_pipeline(dest: Path, params: Path) -> None:
     copy_pipeline_files(dest, params)
     raw = yaml.safe_load(params.read_text())
-    for ds in raw["datasets"].values():  # paper configs read local roots: empty stand-ins suffice to plan
-        if "root" in ds:
-            (dest / ds["root"]).mkdir(parents=True, exist_ok=True)
+    for ds in raw["datasets"].values():  # paper configs read local roots: small stand-ins suffice to plan
+        if ds["kind"] in ROOT_WRITERS:
+            ROOT_WRITERS[ds["kind"]](dest / ds["root"], 4, 4)
 
 
 def snakemake_jobs(workdir: Path) -> dict:
@@ -86,7 +89,7 @@ def test_snakemake_and_dvc_agree(tmp_path, config):
 
     assert {n.split("@")[0] for n in smk} == set(pipeline.STAGE_NAMES)
     raw = yaml.safe_load(CONFIGS[config].read_text())
-    assert len(smk) == 1 + 3 * len(raw["datasets"]) + 5 * len(raw["runs"])  # report; prepare, features, reference; 5 per run
+    assert len(smk) == 1 + 3 * len(raw["datasets"]) + 6 * len(raw["runs"])  # report; prepare, features, reference; 6 per run
     # every path a command names is an input or output of its job: no stage composes another's file name
     for name, job in smk.items():
         words = job["command"].split()
@@ -103,8 +106,9 @@ def test_code_deps_follow_imports():
     for name in ("train", "sample", "inpaint", "nll"):
         assert {src + "diffusion/gaussian.py", src + "diffusion/sd_gaussian.py", src + "diffusion/binomial.py",
                 src + "families.py", src + "nets/unet.py", src + f"stages/{name}.py"} <= deps[name], name
-    for name in ("prepare", "features", "fid"):
+    for name in ("prepare", "features", "fid", "parzen"):
         assert src + "diffusion/gaussian.py" not in deps[name], name
+    assert src + "metrics/parzen.py" in deps["parzen"]
     assert src + "metrics/fid.py" in deps["fid"] and src + "metrics/fid.py" in deps["features"]
     assert src + "paper.py" in deps["report"]
     assert src + "sampling.py" in deps["sample"] and src + "sampling.py" in deps["inpaint"]

@@ -48,9 +48,9 @@ def test_paper_k_only_on_the_continuous_scale():
     from diffrepro.stages.nll import paper_k
 
     res = {"k_paper": np.array([2.0, 4.0])}
-    assert paper_k(res, "points", lambda nats: nats / np.log(2)) == {"K_paper_eq14": pytest.approx(3.0 / np.log(2))}
-    assert paper_k(res, "image", lambda nats: nats) == {}  # differential entropies are not bits/dim of bins
-    assert paper_k({}, "points", lambda nats: nats) == {}
+    assert paper_k(res, True, lambda nats: nats / np.log(2)) == {"K_paper_eq14": pytest.approx(3.0 / np.log(2))}
+    assert paper_k(res, False, lambda nats: nats) == {}  # differential entropies are not bits/dim of bins
+    assert paper_k({}, True, lambda nats: nats) == {}
 
 
 def test_categorical_baseline_is_add_one_counts_over_the_levels():

@@ -13,6 +13,7 @@ from diffrepro.families import build_model
 from diffrepro.nets import count_parameters
 
 from .conftest import BIN, ROOT, copy_pipeline_files
+from .roots import write_cifar_root
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
@@ -56,6 +57,9 @@ def test_snakemake_selects_a_paper_config(tmp_path):
     refused = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode != 0 and "datasets.cifar10.root" in refused.stdout + refused.stderr
     (tmp_path / "data" / "torchvision").mkdir(parents=True)
+    refused = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)  # a root without the batches
+    assert refused.returncode != 0 and "missing data_batch_1" in refused.stderr, refused.stderr
+    write_cifar_root(tmp_path / "data" / "torchvision", per_batch=4, n_test=4)
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "--params configs/ddpm-cifar10.yaml" in proc.stdout and "--run cifar10-ddpm" in proc.stdout

@@ -25,9 +25,9 @@ import yaml
 from .conftest import BIN, TINY_PARAMS, copy_pipeline_files
 
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_WAIT_POLICY": "PASSIVE"}
-DETERMINISTIC = ("nll.json", "fid.json", "inpaint.json")
+DETERMINISTIC = ("nll.json", "fid.json", "parzen.json", "inpaint.json")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-RUN_STAGES = ("train", "sample", "inpaint", "nll", "fid")
+RUN_STAGES = ("train", "sample", "inpaint", "nll", "fid", "parzen")
 
 
 def sh(*cmd, cwd):
@@ -163,7 +163,7 @@ def test_a_code_edit_reruns_the_same_jobs_in_both_engines(project, runs):
     assert {f"{s}@toyroll-ddpm" for s in ("train", "sample", "inpaint", "nll")} <= dvc
     # DVC names the stages whose own deps changed (the report reads the family registry too)
     assert dvc == direct | {"report"}
-    assert smk == direct | {f"fid@{r}" for r in runs} | {"report"}  # Snakemake also what follows them
+    assert smk == direct | {f"{s}@{r}" for s in ("fid", "parzen") for r in runs} | {"report"}  # also what follows them
     assert dvc_changed(project) == set() and snakemake_pending(project) == set()
 
     undo = _edit(src / "stages" / "report.py", "\n# a comment\n")

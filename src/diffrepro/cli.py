@@ -24,7 +24,8 @@ from .tools import TOOLS  # noqa: E402
 def add_stage_arguments(p: argparse.ArgumentParser, st: pipeline.Stage) -> None:
     """One flag per wildcard, input and output of the declared stage (all required)."""
     p.add_argument("--params", required=True, help="params.yaml (the whole pipeline's configuration)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: params threads)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of the job, shared by its processes "
+                   "(default: params threads)")
     p.add_argument("--log", default=None, help="also append log lines to this file")
     if st.wildcard:
         p.add_argument(f"--{st.wildcard}", required=True, help=f"{st.wildcard} name under params {st.wildcard}s")
@@ -53,25 +54,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
     if args.stage in TOOLS:
         return TOOLS[args.stage].run(args)
+    from . import distributed
     from .runtime import setup_logging
 
-    setup_logging(args.log)
+    group = distributed.from_env()  # one process, or one of a job's processes under torchrun
+    setup_logging(args.log if group.main else None)
+    if not group.main:  # rank 0 logs for the job; the others say only what goes wrong
+        LOG.setLevel(logging.WARNING)
     try:
-        from .config import check_local_inputs, load_params
+        from . import engines
+        from .config import check_local_inputs, parse_params, read_params
         from .runtime import configure_threads, pick_device
 
-        params = load_params(args.params)
+        raw = read_params(args.params)
+        params = parse_params(raw, source=str(args.params))
         check_local_inputs(params)
         threads = args.threads if args.threads is not None else params.threads
         if threads < 1:
             raise ValueError(f"--threads = {threads} is not allowed; it must be a whole number >= 1")
+        st = pipeline.stage(args.stage)
+        if group.world > 1 and st.processes is None:
+            raise ValueError(f"stage {st.name} runs in one process, not under torchrun (WORLD_SIZE = {group.world}); "
+                             f"allowed under torchrun: {', '.join(s.name for s in pipeline.STAGES if s.processes)}")
+        processes = engines.job_processes(st, raw, getattr(args, st.wildcard) if st.wildcard else None)
+        if processes > 1 and not group.launched:  # the same command again, as `processes` processes
+            return distributed.relaunch(argv, processes, threads)
+        threads = max(1, threads // group.world)  # --threads is the job's, shared by its processes
         configure_threads(threads)
         device = pick_device(params.device)
-        module = importlib.import_module(pipeline.stage(args.stage).module)
-        LOG.info("%s on %s with %d thread(s)", args.stage, device, threads)
+        module = importlib.import_module(st.module)
+        LOG.info("%s on %s with %d thread(s)%s", args.stage, device, threads,
+                 f" in each of {group.world} processes" if group.world > 1 else "")
         module.run(args, params, device)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

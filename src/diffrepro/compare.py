@@ -31,6 +31,8 @@ HEADLINE = (
     ("fid", "fid", "FID"), ("fid", "feature_space", "feature space"), ("fid", "n", "FID n"),
     ("fid", "fid_floor_train_vs_test", "FID floor"), ("fid", "kid", "KID"), ("fid", "kid_std", "KID ±"),
     ("fid", "fid_vs_train", "FID vs train"), ("fid", "n_train_ref", "vs train n"),
+    ("parzen", "ll_bits", "Parzen bits"), ("parzen", "ll_bits_se", "Parzen ±"),
+    ("parzen", "ll_bits_train_kernels", "Parzen, train kernels"),
     ("inpaint", "mse_right_half", "inpaint MSE"), ("train", "train_wall_s", "train s"),
     ("train", "steps", "train steps"),
 )

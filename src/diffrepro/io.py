@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -163,6 +164,44 @@ def load_checkpoint(path, what: str = "checkpoint", required_keys=("config", "mo
         raise InputError(f"{what} {str(path)!r} is not a diffrepro checkpoint: it lacks the keys "
                          f"{', '.join(required_keys)}")
     return ckpt
+
+
+class _Peek(pickle.Unpickler):
+    """Reads a torch checkpoint's pickle without torch and without its tensors: torch's rebuild
+    functions become placeholders, storages are skipped; any other class is refused (no code runs)."""
+
+    def find_class(self, module, name):
+        if module == "torch" or module.startswith("torch."):
+            return lambda *args, **kwargs: None
+        if (module, name) in (("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "tuple")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"holds an object of {module}.{name}")
+
+    def persistent_load(self, pid):
+        return None
+
+
+def peek_checkpoint_run(path) -> str:
+    """The run name inside a diffrepro model.pt, read cheaply (no torch import, no tensors): for
+    checking a checkpoint when a pipeline is planned. InputError when the file is cut short, is not
+    a torch zip, or is not a diffrepro checkpoint."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            if name is None:
+                raise InputError(f"checkpoint {str(path)!r} is not a torch checkpoint (no data.pkl inside)")
+            ckpt = _Peek(archive.open(name)).load()
+    except (zipfile.BadZipFile, OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError,
+            AttributeError, IndexError, KeyError) as exc:
+        raise InputError(f"checkpoint {str(path)!r} is corrupt or not a diffrepro checkpoint "
+                         f"({type(exc).__name__}: {exc})") from None
+    run = ckpt.get("config", {}).get("name") if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) else None
+    if not isinstance(run, str) or "model" not in ckpt:
+        raise InputError(f"checkpoint {str(path)!r} is not a diffrepro checkpoint: it lacks the keys config, model")
+    return run
 
 
 def _to_builtin(obj):

@@ -57,6 +57,7 @@ class Stage:
     outputs: tuple = ()
     params: tuple = ()                # params keys the stage reads (templates)
     gpu: bool = False                 # holds the GPU (Snakemake resource `gpu`)
+    processes: str | None = None      # params key of the job's process count (template; torchrun when > 1)
 
     @property
     def log(self) -> str:
@@ -106,7 +107,7 @@ STAGES = (
                    Output("schedule_plot", f"{RUN}/schedule.png", cache=False, report="loss curves")),
           params=(*TORCH, "models.{model}", "runs.{run}.dataset", "runs.{run}.model", "runs.{run}.diffusion",
                   "runs.{run}.train"),
-          gpu=True),
+          gpu=True, processes="runs.{run}.train.processes"),
     Stage("sample", "run", "diffrepro.stages.sample",
           inputs=(Input("model", "train", "model"), Input("test", "prepare", "test")),
           outputs=(Output("samples", f"{RUN}/samples.npz"),
@@ -119,7 +120,7 @@ STAGES = (
           outputs=(Output("metrics", f"{RUN}/inpaint.json", role="metric", cache=False),
                    Output("arrays", f"{RUN}/inpaint.npz"),
                    Output("panel", f"{RUN}/inpaint.png", cache=False, report="inpainting")),
-          params=(*TORCH, "runs.{run}.inpaint")),
+          params=(*TORCH, "runs.{run}.inpaint", "runs.{run}.sample")),  # sample: its sampler, steps, eta
     Stage("nll", "run", "diffrepro.stages.nll",
           inputs=(Input("model", "train", "model"), Input("train", "prepare", "train"),
                   Input("test", "prepare", "test")),
@@ -132,10 +133,15 @@ STAGES = (
                   Input("reference", "reference", "reference")),
           outputs=(Output("metrics", f"{RUN}/fid.json", role="metric", cache=False),),
           params=(*TORCH, "runs.{run}.eval")),
+    Stage("parzen", "run", "diffrepro.stages.parzen",
+          inputs=(Input("samples", "sample", "samples"), Input("train", "prepare", "train"),
+                  Input("test", "prepare", "test")),
+          outputs=(Output("metrics", f"{RUN}/parzen.json", role="metric", cache=False),),
+          params=(*TORCH, "runs.{run}.eval")),
     Stage("report", None, "diffrepro.stages.report",
           inputs=(Collect("runs_dir", "results/runs",
-                          (("train", "metrics"), ("nll", "metrics"), ("fid", "metrics"), ("inpaint", "metrics"),
-                           ("nll", "terms"))),),
+                          (("train", "metrics"), ("nll", "metrics"), ("fid", "metrics"), ("parzen", "metrics"),
+                           ("inpaint", "metrics"), ("nll", "terms"))),),
           outputs=(Output("csv", "results/metrics.csv", cache=False, report="metric tables"),
                    Output("md", "results/metrics.md", cache=False),
                    Output("bound_plot", "results/bound_terms.png", cache=False, report="bound terms")),
@@ -228,6 +234,8 @@ def check_declaration() -> None:
             for w in WILDCARDS:
                 if "{" + w + "}" in out.path and "{" + w + "}" != own:
                     raise ValueError(f"stage {st.name} output {out.name} uses {{{w}}}, not its own wildcard")
+        if st.processes is not None and not any(st.processes.startswith(p + ".") for p in st.params):
+            raise ValueError(f"stage {st.name}: its processes key {st.processes} is not under its params keys")
         for inp in st.inputs:
             if isinstance(inp, Input):
                 producer(inp)

@@ -3,9 +3,13 @@
 The loops call only the process protocol (diffusion/protocol.py), so DDPM and SD-2015 processes
 plug in alike: `num_timesteps`, `prior_sample`, `q_sample` (drawing its own kind of noise:
 Gaussian, or uniform for a binomial process), `p_sample`, `reverse_step` and, for denoising,
-`multiply_prior`/`multiply_step`. t is a LongTensor `[N]` of 0-based step indices.
+`multiply_prior`/`multiply_step`. t is a LongTensor `[N]` of 0-based step indices. `sample` and
+`inpaint` also take the fast samplers (DDPM only): `steps` walks a respaced process (`respaced`),
+`sampler="ddim"` takes its `ddim_sample` step.
 """
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from tqdm.auto import tqdm
@@ -28,20 +32,40 @@ def _infer_device(model, generator):
     return generator.device if generator is not None else torch.get_default_device()
 
 
+class Sampler(Choice):
+    """The reverse step a sampling loop takes."""
+
+    ANCESTRAL = "ancestral"  # x_{t-1} ~ p_θ(x_{t-1} | x_t), the process's own step
+    DDIM = "ddim"            # Song et al.'s step, σ² = η² β̃ (η = 0: deterministic); DDPM only
+
+
+def reverse_chain(process: DiffusionProcess, sampler: str | Sampler = "ancestral", steps: int | None = None,
+                  eta: float = 0.0):
+    """(the process to walk: `process` on `steps` of its T steps, evenly spaced (None: all T), and
+    its one-step draw `step(model, x_t, t, generator, clip_denoised=...)`)."""
+    process = process.respaced(steps)
+    if Sampler.from_str(sampler) is Sampler.DDIM:
+        return process, partial(process.ddim_sample, eta=eta)
+    return process, process.p_sample
+
+
 @torch.no_grad()
 def sample(process: DiffusionProcess, model, shape, generator: torch.Generator | None = None,
-           device=None, progress: bool = True, clip_denoised: bool | None = None) -> torch.Tensor:
-    """Ancestral sampling: x_T ~ prior, then x_{t-1} ~ p(x_{t-1} | x_t) for t = T..1.
+           device=None, progress: bool = True, clip_denoised: bool | None = None,
+           sampler: str | Sampler = "ancestral", steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
+    """Sampling: x_T ~ prior, then x_{t-1} ~ p(x_{t-1} | x_t) for t = T..1 (ancestral), or by DDIM's
+    step with η = eta; steps: walk only that many of the T steps (respaced), None: all.
 
     `shape` is the batch shape `[N x ...]`; `device` defaults to the model's (or the generator's).
     clip_denoised: None keeps the process's own default. Returns x_0 `[N x ...]`. Put the model
     in eval mode first.
     """
     device = device if device is not None else _infer_device(model, generator)
+    process, step = reverse_chain(process, sampler, steps, eta)
     x = process.prior_sample(tuple(shape), generator, device)
     for i in _steps(process, progress, "sampling"):
         t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
-        x = process.p_sample(model, x, t, generator, clip_denoised=clip_denoised)
+        x = step(model, x, t, generator, clip_denoised=clip_denoised)
     return x
 
 
@@ -56,14 +80,16 @@ class InpaintMode(Choice):
 @torch.no_grad()
 def inpaint(process: DiffusionProcess, model, x_known: torch.Tensor, mask: torch.Tensor,
             generator: torch.Generator | None = None, mode: str | InpaintMode = "noised",
-            progress: bool = True, clip_denoised: bool | None = None) -> torch.Tensor:
+            progress: bool = True, clip_denoised: bool | None = None, sampler: str | Sampler = "ancestral",
+            steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
     """Sample the unknown coordinates given the known ones; the output equals x_known where known.
 
     x_known `[N x ...]`; mask broadcastable to it, nonzero where a value is KNOWN. "noised": the
     known coordinates entering step t are a fresh draw of q(x_t | x_known) (the process's own
-    q_sample and noise); "clamped": they always equal x_known.
+    q_sample and noise); "clamped": they always equal x_known. sampler, steps, eta: as in `sample`.
     """
     mode = InpaintMode.from_str(mode)
+    process, step = reverse_chain(process, sampler, steps, eta)
     known = torch.as_tensor(mask, device=x_known.device).bool().expand_as(x_known)
     n = x_known.shape[0]
 
@@ -77,7 +103,7 @@ def inpaint(process: DiffusionProcess, model, x_known: torch.Tensor, mask: torch
              process.num_timesteps - 1)
     for i in _steps(process, progress, "inpainting"):
         t = torch.full((n,), i, dtype=torch.long, device=x_known.device)
-        x = hold(process.p_sample(model, x, t, generator, clip_denoised=clip_denoised), i - 1)
+        x = hold(step(model, x, t, generator, clip_denoised=clip_denoised), i - 1)
     return x
 
 

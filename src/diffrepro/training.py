@@ -3,6 +3,11 @@
 A killed run re-run with the same config resumes from its last saved state and ends with exactly
 the weights of an uninterrupted run: the state holds the model, EMA, optimiser, the process's own
 parameters (SD-2015's learned β) and both random generators.
+
+Under torchrun (distributed.py) the N processes of a job draw one data order and one set of t and
+noise for the whole batch from the same seeds, each takes its 1/N slice (draws.Shard), and
+DistributedDataParallel averages the gradients: the same steps as one process with the whole batch,
+up to the order of float sums. Rank 0 logs and writes the state; every process resumes from it.
 """
 from __future__ import annotations
 
@@ -18,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import families
+from . import distributed, families
 from .choices import Choice
 from .config import RunConfig
+from .convention import DataMap
+from .diffusion.draws import Shard, moved, rand, randint
 from .io import InputError, save_torch
-from .runtime import progress
+from .runtime import derive_seed, progress
 
 LOG = logging.getLogger("diffrepro.train")
 RECORD_EVERY = 10  # steps averaged into one loss-history point
@@ -60,23 +67,100 @@ def _lr_at(step: int, run: RunConfig) -> float:
     return tc.lr * scale
 
 
-def _random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], generator=generator, device=generator.device).to(x.device) < 0.5
+def _random_hflip(x: torch.Tensor, generator: torch.Generator | Shard) -> torch.Tensor:
+    flip = rand((x.shape[0],), generator, x.device) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: int,
-          state_path=None, show_progress: bool = True) -> TrainResult:
-    """Train `run` on `x_train` [N x ...]; checkpoint to `state_path` every run.train.checkpoint_every."""
+class _Objective(torch.nn.Module):
+    """The network and its process as one module, so that DistributedDataParallel averages the
+    gradients of both (SD-2015's learned β are the process's parameters)."""
+
+    def __init__(self, model: torch.nn.Module, process):
+        super().__init__()
+        self.model = model
+        self.process = process
+
+    def forward(self, x_start, generator):
+        return families.training_loss(self.process, self.model, x_start, generator)
+
+
+@dataclass
+class Loop:
+    """Everything a training step touches, built once by `prepare`: train() steps through it, and
+    benchmarks/speed.py times the very same `train_step`."""
+    run: RunConfig
+    data: torch.Tensor               # the training set [N x ...]: on the device, or on the host when too large
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    process: object
+    objective: torch.nn.Module       # model and process as one module (DistributedDataParallel for N processes)
+    optimizer: torch.optim.Optimizer
+    params: list                     # what Adam updates: the network's and the process's (SD-2015's learned β)
+    index_gen: torch.Generator       # batch indices, flips, dequantisation: on the CPU
+    noise_gen: torch.Generator       # t and noise: on the training device
+    index_draws: torch.Generator | Shard
+    noise_draws: torch.Generator | Shard
+    local: int                       # this process's slice of every batch
+    device: torch.device
+    group: distributed.Group
+    data_map: DataMap | None
+    use_bf16: bool                   # bf16 autocast (CUDA, for the families that allow it)
+    channels_last: bool              # image batches and conv weights in NHWC (CUDA)
+    digest: str                      # config_hash: a resumable state of another config is not resumed
+    history: dict                    # step, loss, lr lists (those of the resumed state, then this run's)
+    start_step: int = 0              # the step the resumed state ended at
+
+    def __post_init__(self):
+        self.ema_params, self.model_params = list(self.ema.parameters()), list(self.model.parameters())
+
+
+def _training_data(x_train, device: torch.device) -> torch.Tensor:
+    """The training set as float32, on the device when it takes at most a quarter of the GPU's free
+    memory (CIFAR-10's 50,000 images take 614 MB), else left on the host: each batch is then gathered
+    there and copied from pinned memory (_gather)."""
+    data = torch.as_tensor(x_train, dtype=torch.float32)
+    if device.type == "cuda" and data.nbytes > torch.cuda.mem_get_info(device)[0] // 4:
+        return data
+    return data.to(device)
+
+
+def _gather(data: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The batch data[idx] on `device` (idx drawn on the CPU), without waiting for the device."""
+    if data.device.type == device.type:
+        return data[moved(idx, device)]
+    return moved(data[idx], device)
+
+
+def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: int, state_path=None,
+            group: distributed.Group = distributed.SINGLE, data_map: DataMap | None = None,
+            bf16: bool | None = None, channels_last: bool | None = None) -> Loop:
+    """The network, its EMA and process on `device`, Adam and both generators for training `run` on
+    `x_train` [N x ...], resumed from `state_path` where it holds this config's state.
+
+    On CUDA: Adam's fused kernel, bf16 autocast for the families that allow it, channels_last for
+    image networks, and train.compile compiles the network (on the CPU only train.compile changes
+    anything, so CPU runs are bit for bit what they were). bf16, channels_last: None as just said;
+    True/False force them (benchmarks/speed.py compares).
+    """
     data_type = run.dataset.data_type
-    data = torch.as_tensor(x_train, dtype=torch.float32, device=device)
+    data = _training_data(x_train, device)
+    if device.type == "cuda":  # fixed shapes: let cuDNN time its convolution algorithms once
+        torch.backends.cudnn.benchmark = True
     data_shape = tuple(data.shape[1:])
-    torch.manual_seed(seed)  # network initialisation
+    nhwc = (device.type == "cuda" and len(data_shape) == 3) if channels_last is None else channels_last
+    torch.manual_seed(seed)  # network initialisation, the same in every process
     model = families.build_model(run, data_shape).to(device)
-    process = families.build_process(run.diffusion, data_type, run.dataset.levels).to(device)
+    if nhwc:  # 4-D weights only: the MLPs are untouched
+        model = model.to(memory_format=torch.channels_last)
+    process = families.build_process(run.diffusion, data_type, run.dataset.levels,
+                                     run.dataset.image_convention).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
+    if group.rank:  # dropout: each process its own draws (rank 0 those of a one-process run)
+        torch.manual_seed(derive_seed(seed, "rank", str(group.rank)))
     params = list(model.parameters()) + list(process.parameters())  # SD-2015's learned β, where learned
-    optimizer = torch.optim.Adam(params, lr=run.train.lr)
+    fused = {"fused": True} if device.type == "cuda" else {}  # the CPU keeps its exact (for-loop) Adam
+    optimizer = torch.optim.Adam(params, lr=run.train.lr, **fused)
     # batch indices and flips from a CPU generator; t and noise from one on the training device
     index_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
@@ -84,63 +168,161 @@ def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: in
     start_step = 0
     digest = config_hash(run, seed, data_shape)
     if state_path is not None and Path(state_path).exists():
-        start_step = _resume(state_path, digest, model, ema, process, optimizer, index_gen, noise_gen, history)
+        start_step = _resume(state_path, digest, model, ema, process, optimizer, index_gen, noise_gen, history,
+                             group)
+    objective = _Objective(model, process)
+    if group.world > 1:  # averages the gradients over the processes during backward()
+        objective = torch.nn.parallel.DistributedDataParallel(objective)
+    if run.train.compile:  # in place: the state_dict keeps its keys
+        model.compile()
 
-    use_bf16 = device.type == "cuda" and families.family(run.diffusion.family).bf16_autocast
-    ema_params = list(ema.parameters())
-    model_params = list(model.parameters())
-    steps = run.train.steps
+    use_bf16 = ((device.type == "cuda" and families.family(run.diffusion.family).bf16_autocast)
+                if bf16 is None else bf16)
     n = data.shape[0]
     batch = min(run.train.batch_size, n)
+    if batch % group.world:
+        raise ValueError(f"run {run.name!r}, stage train: a batch of {batch} examples (train.batch_size, at most "
+                         f"the {n} training examples) cannot be split evenly over {group.world} processes; "
+                         f"allowed: a batch divisible by {group.world}")
+    index_draws, noise_draws = ((index_gen, noise_gen) if group.world == 1 else
+                                (Shard(index_gen, group.rank, group.world), Shard(noise_gen, group.rank, group.world)))
+    return Loop(run=run, data=data, model=model, ema=ema, process=process, objective=objective,
+                optimizer=optimizer, params=params, index_gen=index_gen, noise_gen=noise_gen,
+                index_draws=index_draws, noise_draws=noise_draws, local=batch // group.world, device=device,
+                group=group, data_map=data_map, use_bf16=use_bf16, channels_last=nhwc, digest=digest,
+                history=history, start_step=start_step)
+
+
+def train_step(loop: Loop, step: int) -> torch.Tensor:
+    """Optimiser step `step` (0-based) of the run: learning rate, batch (flips, dequantisation), loss,
+    backward, clipping, Adam, EMA. Returns the whole batch's loss, detached, on the device: reading
+    it waits for the device, so the loop reads losses in groups (_PendingLosses)."""
+    run = loop.run
+    lr = _lr_at(step, run)
+    for param_group in loop.optimizer.param_groups:
+        param_group["lr"] = lr
+    idx = randint(0, loop.data.shape[0], (loop.local,), loop.index_draws)
+    x = _gather(loop.data, idx, loop.device)
+    if run.train.hflip and run.dataset.data_type == "image":
+        x = _random_hflip(x, loop.index_draws)
+    if loop.data_map is not None and loop.data_map.continuous:
+        x = loop.data_map.to_process(x, loop.index_draws)
+    if loop.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=loop.device.type, dtype=torch.bfloat16, enabled=loop.use_bf16):
+        loss = loop.objective(x, loop.noise_draws)
+    value = distributed.average(loss.detach(), loop.group)  # the whole batch's loss, alike in every process
+    loop.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(loop.params, run.train.grad_clip)
+    loop.optimizer.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(loop.ema_params, loop.model_params, 1.0 - run.train.ema_decay)
+    return value
+
+
+def _stopped(run: RunConfig, what: str, state_path) -> RuntimeError:
+    kept = (f"the last resumable state is kept in {state_path}" if state_path is not None
+            and Path(state_path).exists() else "no resumable state was saved yet")
+    return RuntimeError(f"run {run.name!r}, stage train: {what}; model.pt is not written and {kept} "
+                        f"(lower train.lr or raise grad_clip)")
+
+
+class _PendingLosses:
+    """The losses of the steps since the last read, kept on the device. Reading them waits for the
+    device, so the loop reads every RECORD_EVERY steps and before a state is saved, not every step;
+    a non-finite one stops the stage there, naming the first such step."""
+
+    def __init__(self, run: RunConfig, state_path):
+        self.run, self.state_path = run, state_path
+        self.steps, self.values = [], []
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self.steps.append(step)
+        self.values.append(loss)
+
+    def read(self) -> list:
+        """The pending losses as floats (each what loss.item() gives), oldest first."""
+        values = torch.stack(self.values).tolist() if self.values else []
+        steps, self.steps, self.values = self.steps, [], []
+        for step, value in zip(steps, values):
+            if not math.isfinite(value):
+                raise _stopped(self.run, f"the loss is {value} at step {step + 1}", self.state_path)
+        return values
+
+
+def _check_weights(loop: Loop, step: int, state_path) -> None:
+    """A state or model.pt is written only of finite weights (the losses so far were finite, yet
+    the last update may not be)."""
+    if not bool(torch.stack([p.detach().isfinite().all() for p in loop.params]).all()):
+        raise _stopped(loop.run, f"the weights are not finite after step {step}", state_path)
+
+
+def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: int,
+          state_path=None, show_progress: bool = True,
+          group: distributed.Group = distributed.SINGLE, data_map: DataMap | None = None) -> TrainResult:
+    """Train `run` on `x_train` [N x ...]; checkpoint to `state_path` every run.train.checkpoint_every.
+
+    data_map: how stored examples meet the process (convention.py); SD-2015's images are
+    dequantised afresh in every batch.
+
+    group: this process's place in a multi-process job, whose process group distributed.joined has
+    made (and `device` is this process's own); each process then trains on its slice of every batch.
+
+    The loop waits for the device only when it reads the losses (every RECORD_EVERY steps and before
+    a state is saved): a non-finite loss stops the stage there, naming its first step, before any
+    state or model.pt holds the weights it led to.
+    """
+    loop = prepare(run, x_train, device=device, seed=seed, state_path=state_path, group=group, data_map=data_map)
+    model, ema, history, start_step = loop.model, loop.ema, loop.history, loop.start_step
+    steps = run.train.steps
     t0 = time.perf_counter()
     model.train()
-    bar = progress(range(start_step, steps), total=steps - start_step, desc=f"train {run.name}", enabled=show_progress)
+    bar = progress(range(start_step, steps), total=steps - start_step, desc=f"train {run.name}",
+                   enabled=show_progress and group.main)
+    pending = _PendingLosses(run, state_path)
     running = []
     report_every = max(RECORD_EVERY, (steps // 20) // RECORD_EVERY * RECORD_EVERY)
     for step in bar:
-        lr = _lr_at(step, run)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        idx = torch.randint(0, n, (batch,), generator=index_gen)
-        x = data[idx.to(device)]
-        if run.train.hflip and data_type == "image":
-            x = _random_hflip(x, index_gen)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = families.training_loss(process, model, x, noise_gen)
-        value = loss.item()
-        if not math.isfinite(value):  # stop before a non-finite update reaches the weights
-            kept = (f"the last resumable state is kept in {state_path}" if state_path is not None
-                    and Path(state_path).exists() else "no resumable state was saved yet")
-            raise RuntimeError(f"run {run.name!r}, stage train: the loss is {value} at step {step + 1}; "
-                               f"model.pt is not written and {kept} (lower train.lr or raise grad_clip)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if run.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, run.train.grad_clip)
-        optimizer.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, model_params, 1.0 - run.train.ema_decay)
-        running.append(value)
-        if (step + 1) % RECORD_EVERY == 0 or step + 1 == steps:
+        pending.add(step, train_step(loop, step))
+        record = (step + 1) % RECORD_EVERY == 0 or step + 1 == steps
+        save = state_path is not None and (step + 1) % run.train.checkpoint_every == 0 and step + 1 < steps
+        if record or save:
+            running.extend(pending.read())
+        if record:
             history["step"].append(step + 1)
             history["loss"].append(float(np.mean(running)))
-            history["lr"].append(lr)
+            history["lr"].append(_lr_at(step, run))
             running = []
             if (step + 1) % report_every == 0 or step + 1 == steps:
-                LOG.info("step %d/%d loss %.5f lr %.2e", step + 1, steps, history["loss"][-1], lr)
+                LOG.info("step %d/%d loss %.5f lr %.2e", step + 1, steps, history["loss"][-1], history["lr"][-1])
                 bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
-        if state_path is not None and (step + 1) % run.train.checkpoint_every == 0 and step + 1 < steps:
-            _save_state(state_path, digest, step + 1, model, ema, process, optimizer, index_gen, noise_gen, history)
+        if save:
+            _check_weights(loop, step + 1, state_path)
+            _save_state(state_path, loop.digest, step + 1, model, ema, loop.process, loop.optimizer, loop.index_gen,
+                        loop.noise_gen, history, group)
     bar.close()
+    _check_weights(loop, steps, state_path)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
     wall = time.perf_counter() - t0
-    return TrainResult(model=model, ema=ema, process=process, history=history, wall_s=wall,
+    return TrainResult(model=model, ema=ema, process=loop.process, history=history, wall_s=wall,
                        steps_run=steps - start_step, resumed_from=start_step)
 
 
-def _save_state(path, digest, step, model, ema, process, optimizer, index_gen, noise_gen, history):
-    save_torch(path, {
+def _process_rng(device: torch.device) -> tuple:
+    """This process's own global generators (dropout's): the CPU's, and its CUDA device's if it trains on one."""
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _save_state(path, digest, step, model, ema, process, optimizer, index_gen, noise_gen, history,
+                group=distributed.SINGLE):
+    rank_rng = (distributed.gather(_process_rng(next(model.parameters()).device), group) if group.world > 1
+                else None)
+    if not group.main:  # the other processes hold the same weights, optimiser and generators
+        return
+    state = {
         "config_hash": digest, "step": step,
         "model": model.state_dict(), "ema": ema.state_dict(),
         "process": process.state_dict(),
@@ -149,10 +331,14 @@ def _save_state(path, digest, step, model, ema, process, optimizer, index_gen, n
         "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": history,
-    })
+    }
+    if rank_rng is not None:
+        state["rank_rng"] = rank_rng  # [(CPU, CUDA) generator states] per process, in rank order
+    save_torch(path, state)
 
 
-def _resume(path, digest, model, ema, process, optimizer, index_gen, noise_gen, history) -> int:
+def _resume(path, digest, model, ema, process, optimizer, index_gen, noise_gen, history,
+            group=distributed.SINGLE) -> int:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
         ok = isinstance(state, dict) and "config_hash" in state
@@ -168,17 +354,26 @@ def _resume(path, digest, model, ema, process, optimizer, index_gen, noise_gen, 
     optimizer.load_state_dict(state["optimizer"])
     index_gen.set_state(state["index_gen"])
     noise_gen.set_state(state["noise_gen"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if group.world > 1 and len(state.get("rank_rng") or ()) == group.world:
+        cpu_rng, cuda_rng = state["rank_rng"][group.rank]
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:  # trained on CUDA: this process's device (distributed.joined set it)
+            torch.cuda.set_rng_state(cuda_rng)
+    else:
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
     for k in history:
         history[k].extend(state["history"][k])
     LOG.info("resuming %s from step %d", path, state["step"])
     return int(state["step"])
 
 
-def checkpoint_dict(run: RunConfig, result: TrainResult, data_shape, seed: int) -> dict:
-    """What model.pt holds: the config it was built from, the EMA and raw weights, the process state."""
+def checkpoint_dict(run: RunConfig, result: TrainResult, data_shape, seed: int,
+                    data_map: DataMap | None = None) -> dict:
+    """What model.pt holds: the config it was built from, the EMA and raw weights, the process state,
+    and (SD-2015's image convention) the training set's pixel mean and scale."""
+    extra = {"data_map": data_map.as_dict()} if data_map is not None and data_map.continuous else {}
     return {
         "format": "diffrepro-checkpoint-1",
         "config": run.to_dict(),
@@ -188,6 +383,7 @@ def checkpoint_dict(run: RunConfig, result: TrainResult, data_shape, seed: int) 
         "model_raw": result.model.state_dict(),
         "process": result.process.state_dict(),
         "history": result.history,
+        **extra,
     }
 
 
@@ -209,7 +405,8 @@ def load_trained(ckpt: dict, device: torch.device, expect=None):
     try:
         model = families.build_model(run, tuple(ckpt["data_shape"]))
         model.load_state_dict(ckpt["model"])
-        process = families.build_process(run.diffusion, run.dataset.data_type, run.dataset.levels)
+        process = families.build_process(run.diffusion, run.dataset.data_type, run.dataset.levels,
+                                         run.dataset.image_convention)
         process.load_state_dict(ckpt["process"])
         process.to(device)
     except (RuntimeError, KeyError, TypeError) as exc:

@@ -7,6 +7,7 @@ from snakemake.utils import min_version
 
 from diffrepro import engines
 from diffrepro.config import ParamsError, check_local_inputs, parse_params, read_params
+from diffrepro.io import InputError
 
 min_version("9.0")
 
@@ -25,8 +26,9 @@ PARAMS_FILE = _cli_configfiles[0] if _cli_configfiles else "params.yaml"
 try:  # YAML, the schema (workflow/schemas/params.schema.json), cross-references, per-family options, local inputs
     _raw = read_params(PARAMS_FILE)
     PARAMS = parse_params(_raw, source=PARAMS_FILE)
-    check_local_inputs(PARAMS)  # local data roots / weights exist before any job starts
-except ParamsError as exc:  # one line naming the key, not a stack: nothing has run yet
+    check_local_inputs(PARAMS)  # local data roots / weights / data files hold what they should
+    engines.check_existing_checkpoints(_raw)  # a run's model.pt on disk is that run's, and readable
+except (ParamsError, InputError) as exc:  # one line naming the key or file, not a stack: nothing has run yet
     print(f"diffrepro: error: {exc}", file=sys.stderr)
     sys.exit(1)
 config.clear()

@@ -50,9 +50,9 @@ def declare_rule(st):
         benchmark:
             st.benchmark
         priority: _priority(st)
-        threads: THREADS
+        threads: engines.snakemake_threads(st, config, THREADS)  # params threads per training process
         resources:
-            gpu=int(st.gpu),
+            **engines.snakemake_resources(st, PARAMS),  # gpu, mem_mb, runtime: params `resources`
         shell:
             engines.command(st, "snakemake", PARAMS_FILE)
 

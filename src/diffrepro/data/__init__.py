@@ -80,6 +80,22 @@ DATASETS = {
 }
 
 
+def _check_npz(**options) -> None:
+    user.npz(np.random.default_rng(0), **options)  # the whole file: it is the user's, and usually small
+
+
+# dataset kind -> a check of its files on disk that needs no job: external data are checked when a
+# pipeline is planned, before any job starts (config.check_local_inputs)
+SOURCE_CHECKS = {"mnist": images.check_mnist_root, "cifar10": images.check_cifar_root, "npz": _check_npz}
+
+
+def check_source(kind: str, **options) -> None:
+    """Check the files an external data set reads (a root, a user's file); raises FileNotFoundError
+    or ValueError naming the file. Kinds made in memory have nothing to check."""
+    if kind in SOURCE_CHECKS:
+        SOURCE_CHECKS[kind](**options)
+
+
 def _check_keywords(kind: str, loader, kwargs: dict) -> None:
     params = {name: p for name, p in inspect.signature(loader).parameters.items()
               if p.kind is inspect.Parameter.KEYWORD_ONLY}
@@ -110,4 +126,4 @@ def load_dataset(kind: str, *, seed: int, **kwargs) -> DatasetSplit:
     return dataclasses.replace(split, info=info)
 
 
-__all__ = ["DATASETS", "DATA_TYPES", "DatasetSplit", "load_dataset", "check_positive_int", "check_fraction"]
+__all__ = ["DATASETS", "DATA_TYPES", "DatasetSplit", "load_dataset", "check_source", "check_positive_int", "check_fraction"]

@@ -103,9 +103,10 @@ def _limit(rng: np.random.Generator, name: str, n: int | None, available: int) -
 
 
 def _require_files(paths: list[Path], expected: str) -> None:
-    missing = [str(p) for p in paths if not p.is_file()]
+    missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise DatasetNotFoundError(f"missing {', '.join(missing)}; expected {expected} (no download is attempted)")
+        raise DatasetNotFoundError(f"{missing[0].parent}: missing {', '.join(p.name for p in missing)}; expected "
+                                   f"{expected} (no download is attempted)")
 
 
 IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned-byte IDX files of 1 (labels) or 3 (images) dims
@@ -136,6 +137,36 @@ def _mnist_path(raw: Path, name: str) -> Path:
     return gz if not (raw / name).is_file() and gz.is_file() else raw / name
 
 
+def _idx_count(path: Path, ndim: int) -> int:
+    """The example count of an IDX file from its header alone (magic and dims checked, size too)."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        head = f.read(4 + 4 * ndim)
+    magic = int.from_bytes(head[:4], "big")
+    if len(head) < 4 + 4 * ndim or magic != IDX_MAGIC[ndim]:
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes in {ndim} dims (magic {magic:#010x}, "
+                         f"expected {IDX_MAGIC[ndim]:#010x})")
+    shape = [int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    if path.suffix != ".gz" and path.stat().st_size != len(head) + int(np.prod(shape)):
+        raise ValueError(f"{path}: header says shape {tuple(shape)} but the file holds "
+                         f"{path.stat().st_size - len(head)} bytes of pixels")
+    return shape[0]
+
+
+def check_mnist_root(*, root: str, n_train: int | None = None, n_test: int | None = None) -> None:
+    """What `mnist` will read, checked from the files' headers only (before any job starts)."""
+    raw = Path(root) / "MNIST" / "raw"
+    paths = {part: [_mnist_path(raw, name) for name in names] for part, names in MNIST_FILES.items()}
+    _require_files(paths["train"] + paths["test"],
+                   f"MNIST's IDX files {', '.join(n for ns in MNIST_FILES.values() for n in ns)} "
+                   f"(or their .gz)")
+    for part, limit in (("train", n_train), ("test", n_test)):
+        images, labels = _idx_count(paths[part][0], 3), _idx_count(paths[part][1], 1)
+        if images != labels:
+            raise ValueError(f"{paths[part][0]} holds {images} images but {paths[part][1]} {labels} labels")
+        if limit is not None and limit > images:
+            raise ValueError(f"n_{part}={limit} is more than the {images} examples in {paths[part][0]}")
+
+
 def mnist(rng: np.random.Generator, *, root: str, n_train: int | None = None,
           n_test: int | None = None) -> DatasetSplit:
     """Full MNIST `[N x 1 x 28 x 28]` from torchvision's layout root/MNIST/raw/*-idx?-ubyte[.gz].
@@ -146,7 +177,7 @@ def mnist(rng: np.random.Generator, *, root: str, n_train: int | None = None,
     paths = {part: [_mnist_path(raw, name) for name in names] for part, names in MNIST_FILES.items()}
     _require_files(paths["train"] + paths["test"],
                    f"MNIST's IDX files {', '.join(n for ns in MNIST_FILES.values() for n in ns)} "
-                   f"(or their .gz) in {raw}")
+                   f"(or their .gz)")
     out = {}
     for part, limit in (("train", n_train), ("test", n_test)):
         images, labels = read_idx_ubyte(paths[part][0], 3), read_idx_ubyte(paths[part][1], 1)
@@ -176,6 +207,26 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
+CIFAR_BATCH_SIZE = 10_000  # images per python batch
+
+
+def check_cifar_root(*, root: str, n_train: int | None = None, n_test: int | None = None) -> None:
+    """What `cifar10` will read: every batch file present and of a plausible size (before any job
+    starts; the pickles themselves are checked when the prepare stage reads them)."""
+    folder = Path(root) / CIFAR_FOLDER
+    paths = {part: [folder / name for name in names] for part, names in CIFAR_FILES.items()}
+    _require_files(paths["train"] + paths["test"],
+                   f"the CIFAR-10 python batches {', '.join(sum(CIFAR_FILES.values(), []))}")
+    for path in paths["train"] + paths["test"]:
+        if path.stat().st_size < 3 * 32 * 32:
+            raise ValueError(f"{path}: {path.stat().st_size} bytes, too small for a CIFAR-10 batch")
+    for part, limit in (("train", n_train), ("test", n_test)):
+        available = CIFAR_BATCH_SIZE * len(paths[part])
+        if limit is not None and limit > available:
+            raise ValueError(f"n_{part}={limit} is more than the {available} examples of the "
+                             f"{len(paths[part])} {part} batch file(s) in {folder}")
+
+
 def cifar10(rng: np.random.Generator, *, root: str, n_train: int | None = None,
             n_test: int | None = None) -> DatasetSplit:
     """Full CIFAR-10 `[N x 3 x 32 x 32]` from torchvision's layout root/cifar-10-batches-py/.
@@ -186,7 +237,7 @@ def cifar10(rng: np.random.Generator, *, root: str, n_train: int | None = None,
     folder = Path(root) / CIFAR_FOLDER
     paths = {part: [folder / name for name in names] for part, names in CIFAR_FILES.items()}
     _require_files(paths["train"] + paths["test"],
-                   f"the CIFAR-10 python batches {', '.join(sum(CIFAR_FILES.values(), []))} in {folder}")
+                   f"the CIFAR-10 python batches {', '.join(sum(CIFAR_FILES.values(), []))}")
     out = {}
     for part, limit in (("train", n_train), ("test", n_test)):
         batches = [read_cifar_batch(p) for p in paths[part]]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from diffrepro.choices import Choice
-from diffrepro.diffusion.draws import rand
+from diffrepro.diffusion.draws import rand, randint
 from diffrepro.diffusion.entropy import entropy_bounds_binomial
 from diffrepro.diffusion.protocol import BoundResult, DiffusionProcess, ReverseStep
 from diffrepro.diffusion.schedules import extract
@@ -184,9 +184,7 @@ class BinomialDiffusion(DiffusionProcess):
 
     def training_loss(self, model, x_start, generator=None) -> torch.Tensor:
         """Unbiased one-sample estimate of -ELBO `[N]` nats: T · term at one uniform index per example."""
-        where = generator.device if generator is not None else x_start.device
-        t = torch.randint(0, self.num_timesteps, (x_start.shape[0],), generator=generator,
-                          device=where).to(x_start.device)
+        t = randint(0, self.num_timesteps, (x_start.shape[0],), generator, x_start.device)
         return self.num_timesteps * self.term(model, x_start, t, generator)
 
     def bound_terms(self, model, x_start, generator=None) -> BoundResult:

@@ -18,7 +18,7 @@ from diffrepro.diffusion.likelihood import (
 )
 from diffrepro.diffusion.schedules import extract, schedule_constants
 from diffrepro.choices import Choice
-from diffrepro.diffusion.draws import randn
+from diffrepro.diffusion.draws import randint, randn
 from diffrepro.diffusion.entropy import entropy_bounds_gaussian
 from diffrepro.diffusion.protocol import BoundResult, GaussianReverse, ReverseStep
 
@@ -214,6 +214,39 @@ class GaussianDiffusion(GaussianReverse):
         nonzero = (t != 0).to(x_t.dtype).reshape((-1,) + (1,) * (x_t.dim() - 1))
         return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
 
+    # ---- fast samplers (the bound stays over all T) ------------------------------------------------
+    def respaced(self, steps: int | None) -> "GaussianDiffusion":
+        """The process on `steps` of its T steps, evenly spaced (`SpacedDiffusion`); None or T: itself."""
+        if steps is None or int(steps) == self.num_timesteps:
+            return self
+        return SpacedDiffusion(self, space_timesteps(self.num_timesteps, steps))
+
+    def original_steps(self, t: torch.Tensor) -> torch.Tensor:
+        """The indices the network is called with at this process's steps t: t itself (respaced: S_t)."""
+        return t
+
+    def ddim_mean_variance(self, model, x_t, t, eta: float = 0.0, clip_denoised=None):
+        """DDIM's step x_t -> x_{t-1} (Song et al. 2021, eq. 12): dict of mean, variance, pred_xstart [N x ...].
+
+        mean = sqrt(ᾱ_{t-1}) x̂_0 + sqrt(1 − ᾱ_{t-1} − σ²) ε̂ with ε̂ implied by the (clipped) x̂_0, and
+        σ² = η² (1 − ᾱ_{t-1})/(1 − ᾱ_t) · (1 − ᾱ_t/ᾱ_{t-1}) = η² β̃_t: η = 1 is the ancestral step with
+        σ² = β̃, η = 0 deterministic. The network's own variance (if any) is not used.
+        """
+        out = self.p_mean_variance(model, x_t, t, clip_denoised)
+        eps = self.predict_noise_from_start(x_t, t, out["pred_xstart"])
+        variance = float(eta) ** 2 * self._c("posterior_variance", t, x_t)
+        eps_weight = (self._c("one_minus_alphas_cumprod_prev", t, x_t) - variance).clamp(min=0).sqrt()
+        mean = self._c("alphas_cumprod_prev", t, x_t).sqrt() * out["pred_xstart"] + eps_weight * eps
+        return {"mean": mean, "variance": variance, "pred_xstart": out["pred_xstart"]}
+
+    def ddim_sample(self, model, x_t, t, generator=None, clip_denoised=None, eta: float = 0.0):
+        """Draw x_{t-1} by DDIM's step (see ddim_mean_variance), [N x ...]; σ = 0 where t = 0.
+
+        Always draws the noise, so the generator advances alike for every η."""
+        out = self.ddim_mean_variance(model, x_t, t, eta, clip_denoised)
+        noise = randn(x_t.shape, generator, x_t.device, x_t.dtype)
+        return out["mean"] + out["variance"].sqrt() * noise
+
     # ---- the bound ---------------------------------------------------------------------------
     def decoder_nll_nats(self, x_start, mean, log_variance) -> torch.Tensor:
         """L_0 = −log p(x_0 | x_1) summed over dimensions, in nats: [N]."""
@@ -236,10 +269,9 @@ class GaussianDiffusion(GaussianReverse):
     def training_loss(self, model, x_start, generator=None) -> torch.Tensor:
         """The process protocol's per-example loss `[N]`: t ~ U{0..T-1} and ε drawn here from
         `generator` (on its own device), then `training_losses(...)["loss"]`."""
-        where = generator.device if generator is not None else x_start.device
-        t = torch.randint(0, self.num_timesteps, (x_start.shape[0],), generator=generator, device=where)
-        noise = torch.randn(x_start.shape, generator=generator, device=where)
-        return self.training_losses(model, x_start, t.to(x_start.device), noise.to(x_start.device))["loss"]
+        t = randint(0, self.num_timesteps, (x_start.shape[0],), generator, x_start.device)
+        noise = randn(x_start.shape, generator, x_start.device)  # float32, whatever x_start's dtype
+        return self.training_losses(model, x_start, t, noise)["loss"]
 
     def training_losses(self, model, x_start, t, noise=None, generator=None):
         """Per-example losses at steps t: dict of "loss" [N], and "mse" [N] and/or "vb" [N].
@@ -303,3 +335,47 @@ class GaussianDiffusion(GaussianReverse):
             mse[:, i] = mean_flat((eps - noise) ** 2)
         prior = self.prior_kl_nats(x_start)
         return BoundResult(prior=prior, terms=terms, total=prior + terms.sum(dim=1), extras={"eps_mse": mse})
+
+
+def space_timesteps(num_timesteps: int, steps: int) -> np.ndarray:
+    """`steps` of the indices 0..T-1, evenly spaced, first and last kept (K = 1: the last only), int64 `[K]`."""
+    steps = int(steps)
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"steps = {steps}: a process of T = {num_timesteps} steps keeps 1 to {num_timesteps}")
+    # floor(x + 1/2) rather than np.round: ties go one way, so points ≥ 1 apart stay distinct
+    return np.floor(np.linspace(num_timesteps - 1, 0, steps)[::-1] + 0.5).astype(np.int64)
+
+
+class SpacedDiffusion(GaussianDiffusion):
+    """A Gaussian process on a subsequence S of a base process's steps (Improved DDPM's respacing).
+
+    ᾱ'_k = ᾱ_{S_k} and β'_k = 1 − ᾱ'_k/ᾱ'_{k−1}; the network is called with the base index S_k
+    (improved-diffusion's SpacedDiffusion and _WrappedModel). Every constant is the respaced one, so
+    LEARNED_RANGE's v interpolates between the respaced β' and β̃'. `timestep_map` `[K]`: S.
+    """
+
+    def __init__(self, base: GaussianDiffusion, use_timesteps):
+        kept = np.asarray(use_timesteps, dtype=np.int64)
+        if kept.ndim != 1 or len(kept) == 0 or np.any(np.diff(kept) <= 0) or kept[0] < 0 \
+                or kept[-1] >= base.num_timesteps:
+            raise ValueError(f"use_timesteps must rise strictly within 0..{base.num_timesteps - 1}; got {kept.tolist()}")
+        # log(1 − β'_k) is the sum of log(1 − β) over the base steps S_{k−1}+1..S_k, kept whole in float64
+        log_alphas = np.log1p(-base.forward_betas())
+        starts = np.append(0, kept[:-1] + 1)
+        betas = -np.expm1(np.array([log_alphas[a:b + 1].sum() for a, b in zip(starts, kept)]))
+        super().__init__(betas, mean_type=base.mean_type, var_type=base.var_type, loss_type=base.loss_type,
+                         decoder=base.decoder, clip_denoised=base.clip_denoised,
+                         hybrid_lambda=base.hybrid_lambda, bins=base.bins)
+        self.timestep_map = base.original_steps(torch.as_tensor(kept))
+
+    def original_steps(self, t: torch.Tensor) -> torch.Tensor:
+        return self.timestep_map.to(t.device)[t]
+
+    def _wrap(self, model):
+        return lambda x_t, t: model(x_t, self.original_steps(t))
+
+    def p_mean_variance(self, model, x_t, t, clip_denoised=None):
+        return super().p_mean_variance(self._wrap(model), x_t, t, clip_denoised)
+
+    def training_losses(self, model, x_start, t, noise=None, generator=None):
+        return super().training_losses(self._wrap(model), x_start, t, noise, generator)

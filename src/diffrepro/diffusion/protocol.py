@@ -82,12 +82,26 @@ class DiffusionProcess(nn.Module):
         """x_{t-1} ~ p_θ(x_{t-1} | x_t), in x_t's dtype."""
         raise NotImplementedError
 
+    # ---- fast samplers (DDPM only: respacing and DDIM need a Gaussian q with ᾱ) --------------------
+    def respaced(self, steps: int | None) -> "DiffusionProcess":
+        """The process on `steps` of its T steps, evenly spaced; None or T: the process itself."""
+        if steps is None or int(steps) == self.num_timesteps:
+            return self
+        raise ValueError(f"{type(self).__name__} cannot skip steps: sample.steps = {steps}; allowed: null or "
+                         f"{self.num_timesteps} (respacing is a ddpm option)")
+
+    def ddim_sample(self, model, x_t, t, generator=None, clip_denoised=None, eta: float = 0.0) -> torch.Tensor:
+        """x_{t-1} by DDIM's step (Song et al. 2021), with σ² = η² β̃_t."""
+        raise ValueError(f"{type(self).__name__} has no DDIM step; sample.sampler allowed: ancestral "
+                         "(ddim is a ddpm option)")
+
     # ---- the bound and the loss --------------------------------------------------------------------
     def bound_terms(self, model, x_start, generator=None) -> BoundResult:
         raise NotImplementedError
 
     def training_loss(self, model, x_start, generator=None) -> torch.Tensor:
-        """Per-example loss `[N]`; the process draws its own t and noise from `generator`."""
+        """Per-example loss `[N]`; the process draws its own t and noise from `generator`, only through
+        draws.py's helpers, each with the batch as its first axis (so a draws.Shard splits them)."""
         raise NotImplementedError
 
     # ---- multiplying by r(x) (SD-2015 §2.5): denoising ---------------------------------------------

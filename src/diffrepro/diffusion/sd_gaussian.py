@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffrepro.choices import Choice
-from diffrepro.diffusion.draws import randn
+from diffrepro.diffusion.draws import randint, randn
 from diffrepro.diffusion.entropy import entropy_bounds_gaussian
 from diffrepro.diffusion.protocol import BoundResult, GaussianReverse, ReverseStep
 from diffrepro.diffusion.schedules import extract
@@ -262,8 +262,7 @@ class SDGaussianDiffusion(GaussianReverse):
         prior + first-step term + (T - 1) · KL at one uniformly drawn step t in 2..T."""
         sched = self.schedule()
         n, T = x_start.shape[0], self.num_timesteps
-        where = generator.device if generator is not None else x_start.device
-        t = torch.randint(1, T, (n,), generator=generator, device=where).to(x_start.device)
+        t = randint(1, T, (n,), generator, x_start.device)
         kl = self.kl_term(model, x_start, t, sched, generator)
         return self._prior_kl(x_start, sched) + self.first_step_nll(x_start, sched, generator) + (T - 1) * kl
 

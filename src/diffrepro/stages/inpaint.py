@@ -2,7 +2,8 @@
 
 Masks (1 = known): `right_half` hides the second half of the last axis (image columns; the second
 coordinate of 2-D points; the second half of a binary sequence), `center_square` a centred square of
-half the image side. Reports the MSE on the hidden values, beside a mean-fill baseline.
+half the image side. Reports the MSE on the hidden values, beside a mean-fill baseline. The chain is
+walked as the sample stage walks it (the run's sample.sampler, sample.steps, sample.eta).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import logging
 import numpy as np
 import torch
 
+from ..convention import DataMap
 from ..io import load_checkpoint, load_data, save_json, save_npz
 from ..plots import inpaint_panel
 from ..runtime import derive_seed
@@ -52,14 +54,17 @@ def run(args, params, device):
     test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]
     train_mean = load_data(args.train, "training data", cfg.dataset.data_type)["x"].mean(axis=0)
     run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, test.shape[1:], args.model))
+    data_map = DataMap.from_dict(ckpt.get("data_map"))  # SD-2015's images: the chain runs in unit variance
     data_type = run_cfg.dataset.data_type
     x_known = test[: cfg.inpaint.n]
     gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "inpaint", cfg.name))
     metrics, panels, arrays = {"mode": cfg.inpaint.mode, "n": int(len(x_known))}, {}, {}
     for name in cfg.inpaint.masks:
         mask = np.broadcast_to(make_mask(name, x_known.shape[1:]), x_known.shape).astype(np.float32)
-        filled = inpaint(process, model, torch.as_tensor(x_known, device=device), torch.as_tensor(mask, device=device),
-                         generator=gen, mode=cfg.inpaint.mode).cpu().numpy()
+        filled = inpaint(process, model, data_map.to_process(torch.as_tensor(x_known, device=device)),
+                         torch.as_tensor(mask, device=device), generator=gen, mode=cfg.inpaint.mode,
+                         sampler=cfg.sample.sampler, steps=cfg.sample.steps, eta=cfg.sample.eta)
+        filled = data_map.from_process(filled).cpu().numpy()
         hidden = mask == 0
         mse = float(((filled - x_known) ** 2)[hidden].mean())
         baseline = float(((np.broadcast_to(train_mean, x_known.shape) - x_known) ** 2)[hidden].mean())
@@ -74,8 +79,9 @@ def run(args, params, device):
         LOG.info("%s %s: hidden-value MSE %.4f (mean fill %.4f)", cfg.name, name, mse, baseline)
     if cfg.inpaint.denoise_noise:
         noisy = observe(x_known, cfg.inpaint.denoise_noise, data_type, gen)
-        cleaned = denoise(process, model, torch.as_tensor(noisy, device=device), cfg.inpaint.denoise_noise,
-                          generator=gen, schedule=cfg.inpaint.r_schedule).cpu().numpy()
+        cleaned = denoise(process, model, data_map.to_process(torch.as_tensor(noisy, device=device)),
+                          cfg.inpaint.denoise_noise * data_map.scale, generator=gen, schedule=cfg.inpaint.r_schedule)
+        cleaned = data_map.from_process(cleaned).cpu().numpy()
         metrics.update(denoise_noise=cfg.inpaint.denoise_noise, r_schedule=cfg.inpaint.r_schedule,
                        mse_denoise=float(((cleaned - x_known) ** 2).mean()),
                        mse_noisy_observation=float(((noisy - x_known) ** 2).mean()))

@@ -1,7 +1,9 @@
 """nll: the variational bound on the test set over all T terms, stored term by term.
 
 Images: bits/dim with DDPM's discretised decoder over the data's own quantisation levels (stated as
-`levels`). 2-D points: bits per example with a Gaussian decoder. Binary sequences: bits per sequence.
+`levels`); or, for a dataset of SD-2015's image convention (convention.py), K, L_null and K − L_null
+in bits/pixel of the dequantised, unit-variance data, beside the bits/dim of the levels the same
+bound implies. 2-D points: bits per example with a Gaussian decoder. Binary sequences: bits per sequence.
 Every run also gets K = −bound, SD-2015's L_null and K − L_null in the same units, and images the
 per-pixel categorical baseline and the gain over it. The math lives in diffusion/ and
 metrics/bound.py; this stage reads, calls and writes.
@@ -16,6 +18,7 @@ import pandas as pd
 import torch
 
 from .. import families
+from ..convention import DataMap
 from ..io import file_sha256, load_checkpoint, load_data, save_csv, save_json
 from ..metrics.bound import categorical_nats, evaluate_bound, l_null_nats, rate_distortion
 from ..plots import bound_terms as plot_terms
@@ -26,11 +29,11 @@ from ..training import load_trained
 LOG = logging.getLogger("diffrepro.nll")
 
 
-def paper_k(res: dict, data_type: str, to_unit) -> dict:
+def paper_k(res: dict, continuous: bool, to_unit) -> dict:
     """SD-2015's eq. 14 K (it differs from the exact bound per example, see sd_gaussian.py), where it
     is on this file's scale: it is made of differential entropies, so on continuous data only; for
     discretised images (bits/dim of the decoder's bins) it is left out."""
-    if "k_paper" not in res or data_type == "image":
+    if "k_paper" not in res or not continuous:
         return {}
     return {"K_paper_eq14": float(to_unit(res["k_paper"]).mean())}
 
@@ -44,6 +47,11 @@ def run(args, params, device):
     data_type = run_cfg.dataset.data_type
     dims = int(np.prod(x_test.shape[1:]))
     seed = derive_seed(params.seed, "nll", cfg.name)
+    data_map = DataMap.from_dict(ckpt.get("data_map"))
+    x_train_levels, x_test_levels = x_train, x_test
+    if data_map.continuous:  # SD-2015's images: one seeded dequantisation draw of the test and train sets
+        dequant = torch.Generator().manual_seed(derive_seed(params.seed, "nll-dequantise", cfg.name))
+        x_test, x_train = (data_map.to_process(torch.from_numpy(x), dequant).numpy() for x in (x_test, x_train))
     gen = torch.Generator(device=device).manual_seed(seed)
     # each finished test batch is kept until nll.json is written: a killed job resumes after it
     parts = Parts(Path(args.metrics).with_name("nll_parts"),
@@ -53,6 +61,10 @@ def run(args, params, device):
                          desc=f"bound {cfg.name}", parts=parts, label=f"run {cfg.name!r}, stage nll")
     unit = families.unit(data_type)
     to_unit = lambda nats: families.to_bits(nats, data_type, dims)  # noqa: E731
+    if data_map.continuous:  # a density of z per pixel: the colour channels of a pixel summed
+        pixels = int(np.prod(x_test.shape[2:]))
+        unit = "bits/pixel"
+        to_unit = lambda nats: families.to_bits(nats, "points", 1) / pixels  # noqa: E731
     total = to_unit(res["total"])
     metrics = {
         "unit": unit, "n": int(len(x_test)), "timesteps": int(process.num_timesteps), "dims": dims,
@@ -63,15 +75,22 @@ def run(args, params, device):
     }
     # SD-2015's view of the same number: K = −bound, and its gain over the null model
     levels = run_cfg.dataset.levels
-    null = to_unit(l_null_nats(x_train, x_test, data_type, levels or 256))
+    null = to_unit(l_null_nats(x_train, x_test, "points" if data_map.continuous else data_type, levels or 256))
     metrics["K"] = -metrics["nll"]
     metrics["L_null"] = float(null.mean())
     metrics["K_minus_L_null"] = metrics["K"] - metrics["L_null"]
+    if data_map.continuous:  # the same bound on the levels themselves (the dequantisation bound)
+        levels_bits = families.to_bits(data_map.levels_nats(res["total"], dims), "image", dims)
+        metrics.update(convention="sd2015: levels dequantised (uniform), unit variance, continuous first step",
+                       pixel_mean=data_map.mean, pixel_std=data_map.std,
+                       nll_levels_bits_per_dim=float(levels_bits.mean()))
     if levels:  # discrete images: the bound's unit is bits/dim of these levels; the trivial baseline
-        categorical = -to_unit(categorical_nats(x_train, x_test, levels))
+        x_levels = (x_train_levels, x_test_levels) if data_map.continuous else (x_train, x_test)
+        categorical = -families.to_bits(categorical_nats(*x_levels, levels), "image", dims)
+        bits_per_dim = metrics.get("nll_levels_bits_per_dim", metrics["nll"])
         metrics.update(levels=levels, nll_categorical=float(categorical.mean()),
-                       gain_over_categorical=float(categorical.mean()) - metrics["nll"])
-    metrics.update(paper_k(res, data_type, to_unit))
+                       gain_over_categorical=float(categorical.mean()) - bits_per_dim)
+    metrics.update(paper_k(res, data_type != "image" or data_map.continuous, to_unit))
     metrics.update(families.family(run_cfg.diffusion.family).bound_settings(run_cfg))
     terms = pd.DataFrame({"t": np.arange(1, res["terms"].shape[1] + 1), "term": to_unit(res["terms"]).mean(axis=0)})
     rd = None

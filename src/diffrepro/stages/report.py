@@ -10,7 +10,7 @@ import pandas as pd
 from .. import families, pipeline
 from ..compare_plots import bound_terms_figure
 from ..io import load_csv, load_json, save_csv, save_figure, save_text
-from ..paper import PAPER_FIGURES
+from ..paper import PAPER_FIGURES, PAPER_UNITS
 
 LOG = logging.getLogger("diffrepro.report")
 
@@ -35,8 +35,13 @@ def paper_table(params, frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in frame.iterrows():
         run = params.runs[r["run"]]
-        for metric, (figure, source) in PAPER_FIGURES.get((run.dataset.kind, run.diffusion.family), {}).items():
-            ours = next((r[c] for c in (f"nll.{metric}", f"fid.{metric}") if c in r and pd.notna(r[c])), None)
+        key = (run.dataset.kind, run.diffusion.family)
+        for metric, (figure, source) in PAPER_FIGURES.get(key, {}).items():
+            ours = next((r[c] for c in (f"nll.{metric}", f"fid.{metric}", f"parzen.{metric}")
+                         if c in r and pd.notna(r[c])), None)
+            unit = PAPER_UNITS.get(key)
+            if unit and metric.startswith("K") and r.get("nll.unit") != unit:  # another scale: not beside it
+                ours, source = None, f"{source}; this run reports {r.get('nll.unit')}: set image_convention: sd2015"
             rows.append({"run": r["run"], "metric": metric, "paper": figure, "ours": ours, "setting": families.family(run.diffusion.family).setting(run),
                          "source": source})
     return pd.DataFrame(rows, columns=["run", "metric", "paper", "ours", "setting", "source"])
@@ -63,12 +68,16 @@ def run(args, params, device):
     headline_cols = ["run", "dataset", "family", "T", "train.steps", "train.train_wall_s", "train.final_loss",
                      "nll.nll", "nll.unit", "nll.levels", "nll.K_minus_L_null", "nll.nll_categorical",
                      "nll.gain_over_categorical", "fid.fid", "fid.feature_space", "fid.fid_floor_train_vs_test",
-                     "fid.kid", "fid.n", "fid.fid_vs_train", "fid.n_train_ref", "inpaint.mse_right_half"]
+                     "fid.kid", "fid.n", "fid.fid_vs_train", "fid.n_train_ref", "parzen.ll_bits", "parzen.ll_bits_se",
+                     "parzen.ll_bits_train_kernels", "parzen.n_samples", "inpaint.mse_right_half"]
     headline = frame[[c for c in headline_cols if c in frame.columns]]
     text = ["# diffrepro metrics", "", "One row per run (full columns in metrics.csv). NLL is the variational bound",
             "on the test set over all T terms, beside SD-2015's L_null and, for images, an independent",
             "per-pixel categorical over the data's levels (fitted on train, add-one) in the same units;",
-            "FID/KID compare only at equal `fid.n` and feature space.", "", _md(headline), "",
+            "FID/KID compare only at equal `fid.n` and feature space. `parzen.ll_bits` (image runs) is SD-2015",
+            "Table 2's Parzen-window log-likelihood, bits per example on [0, 1] pixels; Theis, van den Oord &",
+            "Bethge 2016 show such estimates are unreliable in high dimensions and can rank models wrongly.",
+            "", _md(headline), "",
             "## Papers' figures beside this run's", "",
             "SD-2015's K is a lower bound on log-likelihood (higher is better); our `nll` is −K.", "",
             _md(paper_table(params, frame)), "",

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..convention import DataMap
 from ..io import file_sha256, load_checkpoint, load_data, save_npz
 from ..plots import progressive_panel, show_data
 from ..resume import Parts, digest
@@ -25,6 +26,7 @@ def run(args, params, device):
     seed = derive_seed(params.seed, "sample", cfg.name)
     gen = torch.Generator(device=device).manual_seed(seed)
     shape = tuple(ckpt["data_shape"])
+    data_map = DataMap.from_dict(ckpt.get("data_map"))  # SD-2015's images: back to the stored levels
     # every finished chunk is kept until samples.npz is written: a killed job resumes after it
     parts = Parts(Path(args.samples).with_name("sample_parts"),
                   digest(run=cfg.name, sample=cfg.sample, seed=seed, device=device.type,
@@ -37,8 +39,9 @@ def run(args, params, device):
     left = cfg.sample.n - sum(len(c) for c in chunks)
     while left > 0:
         b = min(left, cfg.sample.batch_size)
-        chunks.append(sample(process, model, (b, *shape), generator=gen, device=device,
-                             clip_denoised=cfg.sample.clip_denoised).cpu())
+        chunks.append(data_map.from_process(sample(process, model, (b, *shape), generator=gen, device=device,
+                                                   clip_denoised=cfg.sample.clip_denoised, sampler=cfg.sample.sampler,
+                                                   steps=cfg.sample.steps, eta=cfg.sample.eta)).cpu())
         parts.save(len(chunks) - 1, {"x": chunks[-1], "generator": gen.get_state()})
         left -= b
     x = torch.cat(chunks).numpy().astype(np.float32)
@@ -46,6 +49,8 @@ def run(args, params, device):
     show_data(args.picture, x, run_cfg.dataset.data_type, f"{cfg.name}: samples", reference=test)
     data_type = run_cfg.dataset.data_type
     frames = progressive(process, model, (8 if data_type == "image" else 500, *shape), generator=gen, device=device)
+    if data_map.continuous:
+        frames = [(t, data_map.from_process(x), None if x0 is None else data_map.from_process(x0)) for t, x, x0 in frames]
     progressive_panel(args.progressive, frames, data_type, f"{cfg.name}: along the reverse chain")
     parts.clear()
     LOG.info("%s: %d samples of shape %s", cfg.name, len(x), shape)

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+import torch
+
+from .. import distributed
+from ..convention import DataMap
 from ..io import load_data, save_csv, save_json, save_torch
 from ..nets import count_parameters
 from ..plots import loss_curve, schedule_panel
@@ -20,13 +24,18 @@ def run(args, params, device):
     x_train = load_data(args.train, "training data", cfg.dataset.data_type)["x"]
     state = Path(args.model).with_name("train_state.pt")  # resumable state beside the model, removed when done
     seed = derive_seed(params.seed, "train", cfg.name)
-    result = train(cfg, x_train, device=device, seed=seed, state_path=state)
-    save_torch(args.model, checkpoint_dict(cfg, result, x_train.shape[1:], seed))
+    group = distributed.from_env()  # one process, or one of train.processes under torchrun
+    data_map = DataMap.fit(cfg.dataset.image_convention, x_train, cfg.dataset.levels)
+    with distributed.joined(group, device) as own_device:
+        result = train(cfg, x_train, device=own_device, seed=seed, state_path=state, group=group, data_map=data_map)
+    if not group.main:  # rank 0 writes every output
+        return
+    save_torch(args.model, checkpoint_dict(cfg, result, x_train.shape[1:], seed, data_map))
     hist = pd.DataFrame(result.history)
     save_csv(args.loss, hist)
     loss_curve(args.curve, hist["step"], hist["loss"], f"{cfg.name}: training loss")
     betas = result.process.forward_betas()
-    lower, upper = result.process.entropy_bounds(x_train)
+    lower, upper = result.process.entropy_bounds(data_map.to_process(torch.from_numpy(x_train)).numpy())
     sched = pd.DataFrame({"t": range(1, len(betas) + 1), "beta": betas, "entropy_lower_nats": lower,
                           "entropy_upper_nats": upper})
     save_csv(args.schedule, sched)

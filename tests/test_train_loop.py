@@ -1,0 +1,45 @@
+"""The training loop reads its losses from the device in groups (every RECORD_EVERY steps and before a
+state is saved): the history is still the mean of each step's loss.item(), and a non-finite loss still
+stops the stage naming its first step, before any state holds the weights it led to."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from diffrepro import training
+from diffrepro.config import load_params
+
+from .conftest import TINY_PARAMS
+
+
+def _run(**train):
+    run = load_params(TINY_PARAMS).run("toyroll-ddpm")
+    return dataclasses.replace(run, train=dataclasses.replace(run.train, **train))
+
+
+X = np.random.default_rng(0).standard_normal((256, 2)).astype(np.float32)
+
+
+def test_train_is_prepare_then_train_step_and_records_the_mean_of_each_steps_loss():
+    run = _run(steps=25, checkpoint_every=1000)
+    loop = training.prepare(run, X, device=torch.device("cpu"), seed=5)
+    loop.model.train()
+    per_step = [training.train_step(loop, step).item() for step in range(25)]
+    result = training.train(run, X, device=torch.device("cpu"), seed=5, show_progress=False)
+    assert result.history["step"] == [10, 20, 25]
+    assert result.history["loss"] == [float(np.mean(per_step[a:b])) for a, b in ((0, 10), (10, 20), (20, 25))]
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(value, loop.model.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("checkpoint_every", [1000, 3])
+def test_a_non_finite_loss_names_its_first_step_and_saves_no_state_after_it(tmp_path, checkpoint_every):
+    run = _run(lr=1.0e30, grad_clip=0.0, steps=40, checkpoint_every=checkpoint_every)
+    state = tmp_path / "train_state.pt"
+    with pytest.raises(RuntimeError, match=r"run 'toyroll-ddpm', stage train: the loss is (inf|nan) at step 2; "
+                                           r"model.pt is not written and no resumable state was saved yet"):
+        training.train(run, X, device=torch.device("cpu"), seed=0, state_path=state, show_progress=False)
+    assert not state.exists()
