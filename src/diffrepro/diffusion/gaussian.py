@@ -369,7 +369,9 @@ class SpacedDiffusion(GaussianDiffusion):
         self.timestep_map = base.original_steps(torch.as_tensor(kept))
 
     def original_steps(self, t: torch.Tensor) -> torch.Tensor:
-        return self.timestep_map.to(t.device)[t]
+        if self.timestep_map.device != t.device:  # once per device: no host-device copy every step
+            self.timestep_map = self.timestep_map.to(t.device)
+        return self.timestep_map[t]
 
     def _wrap(self, model):
         return lambda x_t, t: model(x_t, self.original_steps(t))
