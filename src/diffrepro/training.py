@@ -159,7 +159,9 @@ def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: 
     if group.rank:  # dropout: each process its own draws (rank 0 those of a one-process run)
         torch.manual_seed(derive_seed(seed, "rank", str(group.rank)))
     params = list(model.parameters()) + list(process.parameters())  # SD-2015's learned β, where learned
-    fused = {"fused": True} if device.type == "cuda" else {}  # the CPU keeps its exact (for-loop) Adam
+    # CUDA: one fused kernel; CPU: the multi-tensor (foreach) Adam, twice as fast as the default
+    # for-loop there and bit-identical to it (checked on the U-Net, MLP and SD-2015 runs)
+    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     optimizer = torch.optim.Adam(params, lr=run.train.lr, **fused)
     # batch indices and flips from a CPU generator; t and noise from one on the training device
     index_gen = torch.Generator().manual_seed(seed)
