@@ -24,7 +24,7 @@ run: venv
 # two workers, one test file each (--dist loadfile keeps a file's module fixtures in one process):
 # 10 minutes instead of 14 on a 2-core machine, where most of the time is jobs' process start-up
 test: venv
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=12
 
 clean:
 	rm -rf results/data results/features results/runs results/benchmarks results/metrics.* logs .snakemake
