@@ -280,7 +280,7 @@ def build_diffusers(args, run, shape, device, precision: str, channels_last: boo
     if run.train.compile:
         unet.compile()
     # the trainer's own optimiser settings, so the ratio compares the networks and the step loops
-    opt = torch.optim.Adam(params, lr=run.train.lr, **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+    opt = torch.optim.Adam(params, lr=run.train.lr, fused=True)
     d = run.diffusion
     scheduler_kw = dict(beta_start=d.beta_start, beta_end=d.beta_end, beta_schedule="linear",
                         variance_type="fixed_large" if d.var_type == "fixed_large" else "fixed_small",
