@@ -202,9 +202,9 @@ def check_existing_checkpoints(raw: dict, root=".") -> None:
 
     from .io import InputError, peek_checkpoint_run
 
-    model = pipeline.stage("train").output("model")
+    train = pipeline.stage("train")
     for run in raw["runs"]:
-        path = Path(root) / pipeline.fill(model.path, **pipeline.wildcard_values(pipeline.stage("train"), raw, run))
+        path = Path(root) / pipeline.fill(train.output("model").path, **pipeline.wildcard_values(train, raw, run))
         if not path.exists():
             continue
         try:

@@ -33,15 +33,16 @@ def ddpm_betas(diff: DiffusionConfig):
 def _build_ddpm(diff: DiffusionConfig, data_type: str, levels: int, convention: str):
     from .diffusion.gaussian import GaussianDiffusion, LossType, ModelMeanType, ModelVarType
 
+    decoder = _decoder(data_type, convention)
     return GaussianDiffusion(
         betas=ddpm_betas(diff),
         mean_type=ModelMeanType.from_str(diff.mean_type),
         var_type=ModelVarType.from_str(diff.var_type),
         loss_type=LossType.from_str(diff.loss_type),
-        decoder=_decoder(data_type, convention),
+        decoder=decoder,
         bins=levels,
         hybrid_lambda=diff.hybrid_lambda,
-        clip_denoised=_decoder(data_type, convention) == "discretized",  # x0 of stored images lies in [-1, 1]
+        clip_denoised=decoder == "discretized",  # x0 of stored images lies in [-1, 1]
     )
 
 
