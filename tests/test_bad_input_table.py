@@ -19,6 +19,7 @@ import yaml
 
 from diffrepro import cli
 
+from . import evil
 from .conftest import BIN, TINY_PARAMS, copy_pipeline_files
 
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_WAIT_POLICY": "PASSIVE"}
@@ -248,7 +249,10 @@ CHECKPOINT_CASES = [
     ("foreign-torch-file", _foreign, ["is not a diffrepro checkpoint", "lacks the keys config, model"]),
     ("another-run-and-arch", lambda project: (project / "results/runs/toyroll-sd/model.pt").read_bytes(),
      ["of run 'toyroll-sd', not of run 'toyroll-ddpm'"]),
+    # a pickle that writes the marker when run (tests/evil.py): refused at every door, never run
+    ("code-running-pickle", lambda project: evil.torch_zip(project / MARKER), ["is refused", "exec", "run code"]),
 ]
+MARKER = "code-ran.txt"
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +294,44 @@ def test_bad_checkpoints_are_refused_by_every_engine(built, case_id, bad, fragme
         proc = subprocess.run([str(BIN / "diffrepro"), *cli_args], cwd=built, env=ENV, capture_output=True, text=True)
         _our_line(proc, "diffrepro sample", fragments, "diffrepro sample")
         assert not (built / "out").exists()
+        assert not (built / MARKER).exists()
     finally:
         (built / MODEL).write_bytes(good)
         for name, data in before.items():  # DVC removes a stage's outputs before running it
             (run_dir / name).write_bytes(data)
+
+
+# `snakemake --configfile X` (read before Snakemake does, by the project's Snakemake plugin
+# src/snakemake_logger_plugin_diffrepro) and `snakemake --config KEY=VALUE` (refused: the stages read
+# one params file). Same rules as the table above, through `snakemake -n`.
+ENGINE_CASES = [
+    ("configfile-missing", ["--configfile", "nowhere.yaml"], ["nowhere.yaml", "does not exist"]),
+    ("configfile-malformed", ["--configfile", "data/broken.yaml"], ["data/broken.yaml", "not valid YAML", "line 3"]),
+    ("configfile-empty", ["--configfile", "data/empty.yaml"], ["data/empty.yaml", "must be a mapping", "NoneType"]),
+    ("configfile-list", ["--configfile", "data/list.yaml"], ["data/list.yaml", "must be a mapping", "list"]),
+    ("configfile-bad-key", ["--configfiles=data/badkey.yaml"], ["data/badkey.yaml", "train.steps", "-5"]),
+    ("config-runs", ["--config", "runs=oops"], ["--config runs='oops'", "params.yaml", "--configfile"]),
+    ("config-seed", ["--config", "seed=5"], ["--config seed=5", "dvc exp run -S"]),
+]
+
+
+@pytest.mark.parametrize("case_id, flags, fragments", ENGINE_CASES, ids=[c[0] for c in ENGINE_CASES])
+def test_bad_engine_flags_are_refused_in_one_line(project, case_id, flags, fragments):
+    (project / "params.yaml").write_text(yaml.safe_dump(BASE, sort_keys=False))
+    data = project / "data"
+    (data / "broken.yaml").write_text("seed: 0\nruns: [\n")
+    (data / "empty.yaml").write_text("")
+    (data / "list.yaml").write_text("- 1\n- 2\n")
+    (data / "badkey.yaml").write_text(params_text(lambda r: run(r)["train"].update(steps=-5)))
+    smk = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "1", *flags], cwd=project, env=ENV,
+                         capture_output=True, text=True)
+    check_refusal(smk, fragments, project, f"snakemake -n {' '.join(flags)}")
+
+
+def test_a_good_configfile_still_reaches_snakemake(project):
+    (project / "params.yaml").write_text(yaml.safe_dump(BASE, sort_keys=False))
+    (project / "data" / "other.yaml").write_text(params_text(lambda r: r.update(seed=7)))
+    smk = subprocess.run([str(BIN / "snakemake"), "-n", "-p", "--cores", "1", "--configfile", "data/other.yaml"],
+                         cwd=project, env=ENV, capture_output=True, text=True)
+    assert smk.returncode == 0, smk.stderr[-2000:]
+    assert "diffrepro prepare --params data/other.yaml" in smk.stdout + smk.stderr

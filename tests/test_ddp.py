@@ -39,7 +39,7 @@ def _train_args(root: Path, params: Path, folder: str) -> list:
 
 
 def _weights(folder: Path) -> dict:
-    return torch.load(folder / "model.pt", weights_only=False)
+    return torch.load(folder / "model.pt", weights_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_two_processes_resume_from_rank_zeros_state(trained):
     args = _train_args(trained, trained / "params-2.yaml", "stopped")
     _job(["train", *args], stop=True)
     stopped = trained / "stopped"
-    state = torch.load(stopped / "train_state.pt", weights_only=False)
+    state = torch.load(stopped / "train_state.pt", weights_only=True)
     assert state["step"] == EVERY and len(state["rank_rng"]) == 2 and not (stopped / "model.pt").exists()
 
     _job(["train", *args, "--log", str(trained / "resumed.log")], stop=False)

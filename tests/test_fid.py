@@ -210,7 +210,7 @@ def test_missing_inception_weights_are_one_clear_error(tmp_path):
         inception.load_source(missing)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not weights at all")
-    with pytest.raises(inception.InceptionError, match="junk.pt: not an Inception weights file"):
+    with pytest.raises(inception.InceptionError, match="junk.pt' is corrupt or not an Inception weights file"):
         inception.load_source(junk)
     other = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(3)}, other)

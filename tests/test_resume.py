@@ -46,14 +46,14 @@ def test_killed_training_resumes_to_identical_weights(tmp_path, tiny_raw, run_na
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert state.exists() and not (killed / "model.pt").exists(), "the run was not killed mid-training"
-    saved_step = torch.load(state, weights_only=False)["step"]
+    saved_step = torch.load(state, weights_only=True)["step"]
     assert 0 < saved_step < 600
 
     log = tmp_path / "resume.log"
     run_cli("train", *killed_args, "--log", log, check=True)
     assert f"from step {saved_step}" in log.read_text()
-    a = torch.load(full / "model.pt", weights_only=False)
-    b = torch.load(killed / "model.pt", weights_only=False)
+    a = torch.load(full / "model.pt", weights_only=True)
+    b = torch.load(killed / "model.pt", weights_only=True)
     for key in ("model", "model_raw"):
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
@@ -72,7 +72,7 @@ def test_state_of_another_config_is_not_resumed(tmp_path, tiny_raw):
     log = tmp_path / "train.log"
     run_cli("train", *args, "--log", log, check=True)
     assert "another config" in log.read_text()
-    assert torch.load(out / "model.pt", weights_only=False)["history"]["step"][0] == 10
+    assert torch.load(out / "model.pt", weights_only=True)["history"]["step"][0] == 10
 
 
 def _kill_after_first_part(args, parts: Path) -> None:

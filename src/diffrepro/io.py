@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -133,6 +134,14 @@ def load_data(path, what: str, data_type: str) -> dict:
     return arrays
 
 
+def check_same_shape(x, path, reference, reference_path) -> None:
+    """Two data files of one run hold examples of one shape; else InputError naming the first."""
+    if tuple(x.shape[1:]) != tuple(reference.shape[1:]):
+        raise InputError(f"data file {str(path)!r} holds examples of shape {tuple(x.shape[1:])}, but "
+                         f"{str(reference_path)!r} holds shape {tuple(reference.shape[1:])}; a run's train and test "
+                         f"data come from one prepare stage")
+
+
 def load_json(path, what: str = "metrics file") -> dict:
     path = require_file(path, what)
     try:
@@ -151,15 +160,35 @@ def load_csv(path, what: str = "table"):
         raise InputError(f"{what} {str(path)!r} is not a readable CSV table ({exc})") from None
 
 
-def load_checkpoint(path, what: str = "checkpoint", required_keys=("config", "model")) -> dict:
-    """torch.load with a clear error for a missing, truncated or foreign file."""
+_UNSAFE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def load_torch(path, what: str, expected: str = "a diffrepro checkpoint"):
+    """The one loader of every torch file this project reads (model.pt, training state, resume parts,
+    feature networks, Inception weights): `torch.load(weights_only=True)`, which rebuilds tensors,
+    plain containers and numbers and refuses any other class or function a pickle names, so a file
+    can never run code. InputError (one line, naming the file) for a missing, cut-short, foreign or
+    code-carrying file."""
     import torch
 
     path = require_file(path, what)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise InputError(f"{what} {str(path)!r} is corrupt or not a diffrepro checkpoint ({type(exc).__name__}: {exc})") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same one line
+        unsafe = _UNSAFE.search(str(exc))
+        if unsafe:
+            raise InputError(f"{what} {str(path)!r} is refused: its pickle calls {unsafe.group(1)}, i.e. it would "
+                             f"run code when loaded; only tensors and plain values are loaded") from None
+        lines = str(exc).strip().splitlines() or [""]
+        detail = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("WeightsUnpickler error:")),
+                      lines[0])[:200]
+        raise InputError(f"{what} {str(path)!r} is corrupt or not {expected} ({type(exc).__name__}: "
+                         f"{detail})") from None
+
+
+def load_checkpoint(path, what: str = "checkpoint", required_keys=("config", "model")) -> dict:
+    """A diffrepro checkpoint (model.pt) through the safe loader, with its keys checked."""
+    ckpt = load_torch(path, what)
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in required_keys):
         raise InputError(f"{what} {str(path)!r} is not a diffrepro checkpoint: it lacks the keys "
                          f"{', '.join(required_keys)}")
@@ -175,7 +204,7 @@ class _Peek(pickle.Unpickler):
             return lambda *args, **kwargs: None
         if (module, name) in (("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "tuple")):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"holds an object of {module}.{name}")
+        raise pickle.UnpicklingError(f"its pickle calls {module}.{name}, i.e. it would run code when loaded")
 
     def persistent_load(self, pid):
         return None
@@ -196,6 +225,9 @@ def peek_checkpoint_run(path) -> str:
             ckpt = _Peek(archive.open(name)).load()
     except (zipfile.BadZipFile, OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError,
             AttributeError, IndexError, KeyError) as exc:
+        if "would run code" in str(exc):
+            raise InputError(f"checkpoint {str(path)!r} is refused: {exc}; only tensors and plain values are "
+                             f"loaded") from None
         raise InputError(f"checkpoint {str(path)!r} is corrupt or not a diffrepro checkpoint "
                          f"({type(exc).__name__}: {exc})") from None
     run = ckpt.get("config", {}).get("name") if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) else None

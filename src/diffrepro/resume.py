@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import save_torch
+from .io import InputError, load_torch, save_torch
 
 LOG = logging.getLogger("diffrepro.resume")
 
@@ -54,9 +54,9 @@ class Parts:
         while self._path(len(found)).exists():
             path = self._path(len(found))
             try:
-                part = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - a part cut short by the kill itself
-                LOG.warning("%s is unreadable (%s); continuing from part %d", path, type(exc).__name__, len(found))
+                part = load_torch(path, "saved part")  # tensors and plain values only: never runs code
+            except InputError as exc:  # a part cut short by the kill itself
+                LOG.warning("%s; continuing from part %d", exc, len(found))
                 break
             if not isinstance(part, dict) or part.get("digest") != self.key:
                 LOG.info("%s belongs to other settings, a model or data; starting over", self.folder)

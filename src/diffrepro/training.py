@@ -28,7 +28,7 @@ from .choices import Choice
 from .config import RunConfig
 from .convention import DataMap
 from .diffusion.draws import Shard, moved, rand, randint
-from .io import InputError, save_torch
+from .io import InputError, load_torch, save_torch
 from .runtime import derive_seed, progress
 
 LOG = logging.getLogger("diffrepro.train")
@@ -341,9 +341,9 @@ def _save_state(path, digest, step, model, ema, process, optimizer, index_gen, n
 def _resume(path, digest, model, ema, process, optimizer, index_gen, noise_gen, history,
             group=distributed.SINGLE) -> int:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch(path, "training state")  # tensors and plain values only: never runs code
         ok = isinstance(state, dict) and "config_hash" in state
-    except Exception as exc:  # a state file cut short by the kill itself
+    except InputError as exc:  # a state file cut short by the kill itself, or not ours
         LOG.warning("training state %s is unreadable (%s); starting from step 0", path, exc)
         return 0
     if not ok or state["config_hash"] != digest:
@@ -391,18 +391,20 @@ def checkpoint_dict(run: RunConfig, result: TrainResult, data_shape, seed: int,
 def load_trained(ckpt: dict, device: torch.device, expect=None):
     """Rebuild (run config, EMA model in eval mode, process) from a model.pt dict.
 
-    expect: (run name, one example's shape, checkpoint path) the caller needs; a checkpoint of
-    another run or data shape is refused before anything is computed or written.
+    expect: (run name, one example's shape, checkpoint path, data file path) the caller needs; a
+    checkpoint of another run is refused naming the checkpoint, data of another shape naming the
+    data file, before anything is computed or written.
     """
     run = RunConfig.from_dict(ckpt["config"])
     if expect is not None:
-        name, shape, path = expect
+        name, shape, path, data_path = expect
         if run.name != name:
             raise InputError(f"checkpoint {str(path)!r} is of run {run.name!r}, not of run {name!r}; "
                              f"give run {name!r}'s own model.pt (its train stage writes it)")
         if tuple(ckpt["data_shape"]) != tuple(shape):
-            raise InputError(f"checkpoint {str(path)!r} was trained on examples of shape {tuple(ckpt['data_shape'])}, "
-                             f"but run {name!r}'s data has shape {tuple(shape)}")
+            raise InputError(f"data file {str(data_path)!r} holds examples of shape {tuple(shape)}, but run {name}'s "
+                             f"checkpoint {str(path)!r} was trained on shape {tuple(ckpt['data_shape'])}; give the "
+                             f"data the run was trained on (its prepare stage writes it)")
     try:
         model = families.build_model(run, tuple(ckpt["data_shape"]))
         model.load_state_dict(ckpt["model"])

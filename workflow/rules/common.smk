@@ -23,6 +23,14 @@ if len(_cli_configfiles) > 1:
     raise ValueError(f"give one --configfile (the stages read one params file); got {', '.join(_cli_configfiles)}")
 PARAMS_FILE = _cli_configfiles[0] if _cli_configfiles else "params.yaml"
 
+# `--config KEY=VALUE` would change what Snakemake sees but not the params file the stages (and DVC)
+# read, so a result would silently disagree with its params: refused in one line instead.
+if workflow.config_settings.config:
+    _keys = ", ".join(f"{k}={v!r}" for k, v in workflow.config_settings.config.items())
+    print(f"diffrepro: error: --config {_keys} is not used: every stage reads one params file ({PARAMS_FILE}); "
+          f"edit it, give another with --configfile FILE, or use `dvc exp run -S KEY=VALUE`", file=sys.stderr)
+    sys.exit(1)
+
 try:  # YAML, the schema (workflow/schemas/params.schema.json), cross-references, per-family options, local inputs
     _raw = read_params(PARAMS_FILE)
     PARAMS = parse_params(_raw, source=PARAMS_FILE)

@@ -170,10 +170,12 @@ def save_extractor(path, model, meta: dict | None = None) -> None:
 
 
 def _read_checkpoint(path) -> dict:
+    from ..io import load_torch
+
     if path is None or not os.path.isfile(path):
         raise FileNotFoundError(f"feature extractor checkpoint not found: {path!r} "
                                 f"(write one with save_extractor)")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_torch(path, "feature extractor", "a feature extractor checkpoint")  # tensors and plain values only: never runs code
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path!r} is not a feature extractor checkpoint (format {CHECKPOINT_FORMAT!r})")
     _extractor_kind(checkpoint["kind"])

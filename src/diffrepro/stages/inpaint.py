@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..convention import DataMap
-from ..io import load_checkpoint, load_data, save_json, save_npz
+from ..io import check_same_shape, load_checkpoint, load_data, save_json, save_npz
 from ..plots import inpaint_panel
 from ..runtime import derive_seed
 from ..sampling import denoise, inpaint
@@ -52,8 +52,10 @@ def run(args, params, device):
     cfg = params.run(args.run)
     ckpt = load_checkpoint(args.model)
     test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]
-    train_mean = load_data(args.train, "training data", cfg.dataset.data_type)["x"].mean(axis=0)
-    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, test.shape[1:], args.model))
+    x_train = load_data(args.train, "training data", cfg.dataset.data_type)["x"]
+    train_mean = x_train.mean(axis=0)
+    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, test.shape[1:], args.model, args.test))
+    check_same_shape(x_train, args.train, test, args.test)
     data_map = DataMap.from_dict(ckpt.get("data_map"))  # SD-2015's images: the chain runs in unit variance
     data_type = run_cfg.dataset.data_type
     x_known = test[: cfg.inpaint.n]

@@ -19,7 +19,7 @@ import torch
 
 from .. import families
 from ..convention import DataMap
-from ..io import file_sha256, load_checkpoint, load_data, save_csv, save_json
+from ..io import check_same_shape, file_sha256, load_checkpoint, load_data, save_csv, save_json
 from ..metrics.bound import categorical_nats, evaluate_bound, l_null_nats, rate_distortion
 from ..plots import bound_terms as plot_terms
 from ..resume import Parts, digest
@@ -43,7 +43,8 @@ def run(args, params, device):
     ckpt = load_checkpoint(args.model)
     x_test = load_data(args.test, "test data", cfg.dataset.data_type)["x"][: cfg.eval.nll_n]
     x_train = load_data(args.train, "training data", cfg.dataset.data_type)["x"]
-    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, x_test.shape[1:], args.model))
+    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, x_test.shape[1:], args.model, args.test))
+    check_same_shape(x_train, args.train, x_test, args.test)
     data_type = run_cfg.dataset.data_type
     dims = int(np.prod(x_test.shape[1:]))
     seed = derive_seed(params.seed, "nll", cfg.name)

@@ -22,7 +22,7 @@ def run(args, params, device):
     cfg = params.run(args.run)
     ckpt = load_checkpoint(args.model)
     test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]  # drawn beside 2-D samples
-    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, test.shape[1:], args.model))
+    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, test.shape[1:], args.model, args.test))
     seed = derive_seed(params.seed, "sample", cfg.name)
     gen = torch.Generator(device=device).manual_seed(seed)
     shape = tuple(ckpt["data_shape"])
