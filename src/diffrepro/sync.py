@@ -62,10 +62,31 @@ def snakemake_pending(cwd) -> bool:
     return "Nothing to be done" not in proc.stdout + proc.stderr
 
 
+def _declared_outputs(cwd) -> list:
+    """Every output file the pipeline declares for the params file in `cwd` that exists."""
+    from .config import read_params
+    from .engines import all_targets
+
+    raw = read_params(Path(cwd) / PARAMS_FILE)
+    return [p for p in (Path(cwd) / t for t in all_targets(raw)) if p.is_file()]
+
+
 def record_in_dvc(cwd) -> None:
+    """`dvc commit -f`, keeping every output's mtime: DVC relinks the outputs it caches (model.pt,
+    samples.npz) from its cache, which gives them a new mtime, newer than the outputs built from
+    them; Snakemake would then re-run every job downstream of a cached output (it only checksums
+    files under 1 MB, so the tiny config hides it)."""
+    stamps = {}
+    for path in _declared_outputs(cwd):
+        st = path.stat()
+        stamps[path] = (st.st_atime_ns, st.st_mtime_ns, st.st_size)
     proc = _run([tool("dvc"), "commit", "-f", "-q"], cwd)
     if proc.returncode != 0:
         raise SyncError(f"dvc commit failed: {(proc.stderr or proc.stdout).strip()}")
+    for path, (atime, mtime, size) in stamps.items():
+        if not path.is_file() or path.stat().st_size != size:
+            continue  # not the file that was there: leave it as DVC wrote it
+        os.utime(path, ns=(atime, mtime))  # a link into DVC's cache: its target
 
 
 def record_in_snakemake(cwd) -> None:
