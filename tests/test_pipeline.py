@@ -175,12 +175,42 @@ def test_a_code_edit_reruns_the_same_jobs_in_both_engines(project, runs):
     assert smk == direct | {f"{s}@{r}" for s in ("fid", "parzen") for r in runs} | {"report"}  # also what follows them
     assert dvc_changed(project) == set() and snakemake_pending(project) == set()
 
-    undo = _edit(src / "stages" / "report.py", "\n# a comment\n")
+    # the report's own module, and the declaration that decides which metrics files it reads
+    for path in (src / "stages" / "report.py", src / "pipeline.py"):
+        undo = _edit(path, "\n\ndef _added_helper():\n    return 1\n")
+        try:
+            assert dvc_changed(project) == {"report"}, path
+            assert snakemake_pending(project) == {"report"}, path
+        finally:
+            undo()
+
+
+@pytest.mark.parametrize("section, key, value, dvc_expected, smk_expected", [
+    # the bound walks all T steps per example: an FID sample count never re-runs it
+    ("eval", "fid_n", 48, {"fid"}, {"fid"}),
+    ("eval", "nll_n", 48, {"nll"}, {"nll"}),
+    ("eval", "parzen_n", 48, {"parzen"}, {"parzen"}),
+    # more samples: sample and what reads samples.npz, never inpainting
+    ("sample", "n", 48, {"sample"}, {"sample", "fid", "parzen"}),
+    ("sample", "steps", 10, {"sample", "inpaint"}, {"sample", "inpaint", "fid", "parzen"}),
+])
+def test_a_stage_reruns_only_for_the_params_it_reads(project, section, key, value, dvc_expected, smk_expected):
+    run = "digits-tiny"
+    path = project / "params.yaml"
+    original, stat = path.read_text(), path.stat()
+    params = yaml.safe_load(original)
+    assert params["runs"][run][section][key] != value
+    params["runs"][run][section][key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        assert dvc_changed(project) == {"report"}
-        assert snakemake_pending(project) == {"report"}
+        dvc, smk = dvc_changed(project), snakemake_pending(project)
     finally:
-        undo()
+        path.write_text(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    # DVC names the stages whose own params changed; Snakemake also what follows them
+    assert dvc == {f"{s}@{run}" for s in dvc_expected} | {"report"}, dvc
+    assert smk == {f"{s}@{run}" for s in smk_expected} | {"report"}, smk
+    assert dvc_changed(project) == set() and snakemake_pending(project) == set()
 
 
 def test_dvc_alone_builds_the_same_metrics(project, tmp_path, runs):

@@ -8,8 +8,11 @@ diffrepro module's dotted name (registries that import by name, as nets.NETS). A
 when any module inside it is imported. Both engines take these files as dependencies, so a code
 edit re-runs the same jobs in Snakemake and DVC.
 
-Not followed: the wiring that only names or launches stages (cli.py, pipeline.py, engines.py,
-this module): they decide the DAG and the command line, which each engine tracks itself.
+Not followed: the wiring that only names or launches stages (cli.py, engines.py, this module):
+they decide the DAG and the command line, which each engine tracks itself. The declaration
+(pipeline.py) counts for a stage whose own code imports it, as the report does (which metrics files
+it collects, and where they lie, decide what it reads), but not through the params check (config.py
+asks it only for the stage names), so editing it never re-runs every stage.
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ from pathlib import Path
 PACKAGE = "diffrepro"
 SOURCE_ROOT = "src"                    # the package lives in src/diffrepro (paths are relative to the project)
 HARNESS = ("diffrepro.config", "diffrepro.runtime")
-WIRING = frozenset({"diffrepro.cli", "diffrepro.pipeline", "diffrepro.engines", "diffrepro.codedeps",
-                    "diffrepro.__main__"})
+WIRING = frozenset({"diffrepro.cli", "diffrepro.engines", "diffrepro.codedeps", "diffrepro.__main__"})
+DECLARATION = "diffrepro.pipeline"     # followed from a stage's code, not from the harness
 
 
 def package_dir() -> Path:
@@ -77,8 +80,11 @@ def direct_imports(module: str, top_level_only: bool = False) -> frozenset:
             for alias in node.names:  # `from pkg import submodule` imports the submodule
                 if module_file(f"{base}.{alias.name}") is not None:
                     found.add(f"{base}.{alias.name}")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(PACKAGE + "."):
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(PACKAGE + ".")
+              and module != DECLARATION):  # the declaration names each stage's module: the engines launch them
             found.add(node.value)  # a registry entry naming a module, imported with importlib
+    if module in HARNESS:
+        found.discard(DECLARATION)
     return frozenset(m for m in found if m.split(".")[0] == PACKAGE and module_file(m) is not None)
 
 

@@ -247,6 +247,12 @@ def validate_dict(raw: Any, source: str = "params") -> None:
         known = sorted(error.schema.get("properties", {}))
         raise ParamsError(f"{source}: {_key(error.absolute_path)}: {error.message}; allowed keys: {', '.join(known)}")
     where = _key(error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [k for k in error.validator_value if k not in error.instance]
+        why = f" ({error.schema['description']})" if "description" in error.schema else ""
+        prefix = where + "." if error.absolute_path else ""
+        raise ParamsError(f"{source}: {prefix}{missing[0]} is missing; {where} needs "
+                          f"{', '.join(error.validator_value)}{why}")
     raise ParamsError(f"{source}: {where}: {error.message}")
 
 

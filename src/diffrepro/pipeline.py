@@ -55,7 +55,9 @@ class Stage:
     module: str                       # implementation: add_arguments (optional) and run(args, params, device)
     inputs: tuple = ()
     outputs: tuple = ()
-    params: tuple = ()                # params keys the stage reads (templates)
+    params: tuple = ()                # params keys the stage reads (templates), no wider: a change of
+                                      # any other key never re-runs it (a key named here must be
+                                      # written out in params files: DVC refuses a missing one)
     gpu: bool = False                 # holds the GPU (Snakemake resource `gpu`)
     processes: str | None = None      # params key of the job's process count (template; torchrun when > 1)
 
@@ -120,24 +122,25 @@ STAGES = (
           outputs=(Output("metrics", f"{RUN}/inpaint.json", role="metric", cache=False),
                    Output("arrays", f"{RUN}/inpaint.npz"),
                    Output("panel", f"{RUN}/inpaint.png", cache=False, report="inpainting")),
-          params=(*TORCH, "runs.{run}.inpaint", "runs.{run}.sample")),  # sample: its sampler, steps, eta
+          params=(*TORCH, "runs.{run}.inpaint", "runs.{run}.sample.sampler", "runs.{run}.sample.steps",
+                  "runs.{run}.sample.eta")),  # the reverse walk it shares with sample; never sample.n
     Stage("nll", "run", "diffrepro.stages.nll",
           inputs=(Input("model", "train", "model"), Input("train", "prepare", "train"),
                   Input("test", "prepare", "test")),
           outputs=(Output("metrics", f"{RUN}/nll.json", role="metric", cache=False),
                    Output("terms", f"{RUN}/nll_terms.csv", role="plot", cache=False, plot_xy=("t", "term")),
                    Output("plot", f"{RUN}/nll_terms.png", cache=False, report="bound terms")),
-          params=(*TORCH, "runs.{run}.eval")),
+          params=(*TORCH, "runs.{run}.eval.nll_n", "runs.{run}.eval.batch_size")),  # never fid_n: T steps per example
     Stage("fid", "run", "diffrepro.stages.fid",
           inputs=(Input("samples", "sample", "samples"), Input("extractor", "features", "extractor"),
                   Input("reference", "reference", "reference")),
           outputs=(Output("metrics", f"{RUN}/fid.json", role="metric", cache=False),),
-          params=(*TORCH, "runs.{run}.eval")),
+          params=(*TORCH, "runs.{run}.eval.fid_n")),
     Stage("parzen", "run", "diffrepro.stages.parzen",
           inputs=(Input("samples", "sample", "samples"), Input("train", "prepare", "train"),
                   Input("test", "prepare", "test")),
           outputs=(Output("metrics", f"{RUN}/parzen.json", role="metric", cache=False),),
-          params=(*TORCH, "runs.{run}.eval")),
+          params=(*TORCH, "runs.{run}.eval.parzen_n")),
     Stage("report", None, "diffrepro.stages.report",
           inputs=(Collect("runs_dir", "results/runs",
                           (("train", "metrics"), ("nll", "metrics"), ("fid", "metrics"), ("parzen", "metrics"),

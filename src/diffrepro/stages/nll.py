@@ -56,7 +56,7 @@ def run(args, params, device):
     gen = torch.Generator(device=device).manual_seed(seed)
     # each finished test batch is kept until nll.json is written: a killed job resumes after it
     parts = Parts(Path(args.metrics).with_name("nll_parts"),
-                  digest(run=cfg.name, eval=cfg.eval, seed=seed, device=device.type, model=file_sha256(args.model),
+                  digest(run=cfg.name, batch_size=cfg.eval.batch_size, seed=seed, device=device.type, model=file_sha256(args.model),
                          x=x_test))
     res = evaluate_bound(process, model, x_test, batch_size=cfg.eval.batch_size, generator=gen, device=device,
                          desc=f"bound {cfg.name}", parts=parts, label=f"run {cfg.name!r}, stage nll")
