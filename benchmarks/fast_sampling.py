@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from diffrepro.io import load_checkpoint, load_data
+from diffrepro.io import load_data
 from diffrepro.metrics import fid
+from diffrepro.runs.checkpoint import TrainedRun
+from diffrepro.runs.sampling import Sampler, sample
 from diffrepro.runtime import configure_threads
-from diffrepro.sampling import Sampler, sample
 from diffrepro.stages.fid import feature_space
-from diffrepro.training import load_trained
 
 SAMPLERS = (("ancestral", Sampler.ANCESTRAL, 0.0), ("ddim η=0", Sampler.DDIM, 0.0))
 
@@ -47,15 +47,15 @@ def main() -> None:
 
     configure_threads(args.threads)
     device = torch.device("cpu")
-    ckpt = load_checkpoint(args.model)
-    run, model, process = load_trained(ckpt, device)
+    trained = TrainedRun.open(args.model, device)
+    run, model, process = trained.run, trained.model, trained.process
     test = load_data(args.test, "test data", run.dataset.data_type)["x"][: args.n]
     m = len(test)  # the fid stage's count: at most the test split (digits: 359)
     net, meta = fid.load_extractor(args.extractor, device)
     f_test = fid.extract_features(net, test)
     T = process.num_timesteps
     steps = sorted({k for k in args.steps if 1 <= k < T} | {T})
-    shape = (args.n, *ckpt["data_shape"])
+    shape = (args.n, *trained.data_shape)
 
     rows = []  # one per sampler, step count and seed
     for seed in args.seeds:

@@ -47,11 +47,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from diffrepro import families, training  # noqa: E402
+from diffrepro import build  # noqa: E402
 from diffrepro.config import parse_params, read_params  # noqa: E402
 from diffrepro.metrics.bound import evaluate_bound  # noqa: E402
+from diffrepro.runs import training  # noqa: E402
+from diffrepro.runs.sampling import sample  # noqa: E402
 from diffrepro.runtime import configure_threads, pick_device  # noqa: E402
-from diffrepro.sampling import sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # preset -> (params file, run whose settings are used, one example's shape)
@@ -213,10 +214,10 @@ def build_ours(args, run, shape, device) -> Side:
         syncs = host_syncs(lambda: [training.train_step(loop, next(step)) for _ in range(k - 1)])
         side.info.update(train_step_host_syncs=len(syncs), train_step_host_sync_kinds=sorted(set(syncs))[:3])
 
-    # sampling and the bound as their stages run them: the EMA net as load_trained rebuilds it (NCHW, eval, fp32)
+    # sampling and the bound as their stages run them: the EMA net as TrainedRun.open rebuilds it (NCHW, eval, fp32)
     net = copy.deepcopy(loop.ema).to(memory_format=torch.contiguous_format).eval()
-    short = families.build_process(dataclasses.replace(run.diffusion, timesteps=K), run.dataset.data_type,
-                                   levels, run.dataset.image_convention).to(device)
+    short = build.build(dataclasses.replace(run, diffusion=dataclasses.replace(run.diffusion, timesteps=K)),
+                        shape)[1].to(device)
     xs = torch.randn((batch, *shape), generator=gen, device=device)
     ts = torch.full((batch,), K // 2, dtype=torch.long, device=device)
 
@@ -228,8 +229,7 @@ def build_ours(args, run, shape, device) -> Side:
         for _ in range(K):
             net(xs, ts)
 
-    process = families.build_process(run.diffusion, run.dataset.data_type, levels,
-                                     run.dataset.image_convention).to(device)
+    process = build.build(run, shape)[1].to(device)
     x_eval = random_images(batch, shape, levels, seed=1)
 
     def bound_round():

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from diffrepro import families
+from diffrepro.build import build
 from diffrepro.config import load_params
 from diffrepro.runtime import configure_threads, pick_device
 
@@ -36,8 +36,8 @@ def median_time(fn, repeats: int, inner: int) -> float:
 
 def bench_run(run, device, repeats: int, inner: int, shape) -> dict:
     torch.manual_seed(0)
-    model = families.build_model(run, shape).to(device)
-    process = families.build_process(run.diffusion, run.dataset.data_type).to(device)
+    model, process = build(run, shape)  # the run's own process: its data's levels, its convention
+    model, process = model.to(device), process.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     b = run.train.batch_size
@@ -53,7 +53,7 @@ def bench_run(run, device, repeats: int, inner: int, shape) -> dict:
         model.zero_grad(set_to_none=True)
 
     def train_step():
-        loss = families.training_loss(process, model, x, gen)
+        loss = process.training_loss(model, x, generator=gen).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -55,8 +55,8 @@ def default_raw():
 
 def stage_args(stage: str, key, root, params) -> list:
     """`--params P` plus the declared path flags of one job of `stage`, every path under `root`
-    (as the engines would pass them, from src/diffrepro/pipeline.py)."""
-    from diffrepro import engines, pipeline
+    (as the engines would pass them, from src/diffrepro/wiring/pipeline.py)."""
+    from diffrepro.wiring import engines, pipeline
 
     raw = yaml.safe_load(Path(params).read_text())
     return ["--params", str(params), *engines.job_arguments(pipeline.stage(stage), raw, key, root)]

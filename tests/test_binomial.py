@@ -117,7 +117,8 @@ def test_oracle_heartbeat_bound_never_beats_the_true_entropy():
     se = float(bits.std() / math.sqrt(len(bits)))
     assert se < 0.01
     assert float(bits.mean()) > math.log2(5) + 3 * se
-    # REFERENCE.md: the best factorised reverse process at T = 100 has a bound of 2.370 bits/seq
+    # the best factorised reverse process at T = 100 has a bound of 2.370 bits/seq (the
+    # heartbeat's one-in-five spikes; SD-2015 Table 1 reports 2.414 for its trained network)
     assert abs(float(bits.mean()) - 2.370) < 0.03
 
 

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
-from diffrepro.config import DATA_TYPES, ParamsError, load_params, parse_params, schema
-from diffrepro.data import DATASETS
+from diffrepro.config import ParamsError, load_params, parse_params, schema
+from diffrepro.data.kinds import KINDS
+from diffrepro.data.loaders import LOADERS
+from diffrepro.diffusion.families import FAMILIES
 from diffrepro.nets import NETS
-
-from pathlib import Path
 
 from .conftest import ROOT, TINY_PARAMS, run_cli, stage_args
 
@@ -83,7 +84,7 @@ def test_malformed_yaml_and_missing_file(tmp_path):
 
 def test_schema_enums_match_registries():
     s = schema()
-    assert set(s["definitions"]["dataset"]["properties"]["kind"]["enum"]) == set(DATASETS) == set(DATA_TYPES)
+    assert set(s["definitions"]["dataset"]["properties"]["kind"]["enum"]) == set(LOADERS) == set(KINDS)
     assert set(s["definitions"]["model"]["properties"]["arch"]["enum"]) == set(NETS)
 
 
@@ -139,8 +140,7 @@ def _enum_paths(node, path=()):
 
 
 def test_every_schema_enum_equals_its_registry():
-    from diffrepro import families
-    from diffrepro.config import FAMILY_SCHEDULES, FEATURE_SPACES, IMAGE_CONVENTIONS
+    from diffrepro.config import FEATURE_SPACES, IMAGE_CONVENTIONS
     from diffrepro.convention import ImageConvention
     from diffrepro.data import DATA_TYPES
     from diffrepro.diffusion.binomial import BinomialReverse
@@ -150,15 +150,15 @@ def test_every_schema_enum_equals_its_registry():
     from diffrepro.nets.activations import ACTIVATIONS
     from diffrepro.nets.sd_nets import HiddenKind
     from diffrepro.nets.unet import PRESETS
+    from diffrepro.runs.sampling import InpaintMode, RSchedule, Sampler
+    from diffrepro.runs.training import LRSchedule
     from diffrepro.runtime import DEVICES
-    from diffrepro.sampling import InpaintMode, RSchedule, Sampler
     from diffrepro.stages.inpaint import MASKS
-    from diffrepro.training import LRSchedule
 
     run = "definitions.run.properties."
     registries = {
         "properties.device": DEVICES,
-        "definitions.dataset.properties.kind": DATASETS,
+        "definitions.dataset.properties.kind": KINDS,
         "definitions.dataset.properties.feature_space": FEATURE_SPACES,
         "definitions.dataset.properties.image_convention": ImageConvention.values(),
         "definitions.dataset.properties.data_type": DATA_TYPES,
@@ -166,8 +166,8 @@ def test_every_schema_enum_equals_its_registry():
         "definitions.model.properties.activation": ACTIVATIONS,
         "definitions.model.properties.hidden_kind": HiddenKind.values(),
         "definitions.model.properties.preset": PRESETS,
-        run + "diffusion.properties.family": families.FAMILIES,
-        run + "diffusion.properties.schedule": {s for v in FAMILY_SCHEDULES.values() for s in v},
+        run + "diffusion.properties.family": FAMILIES,
+        run + "diffusion.properties.schedule": {s for f in FAMILIES.values() for s in f.schedules},
         run + "diffusion.properties.mean_type": ModelMeanType.values(),
         run + "diffusion.properties.var_type": ModelVarType.values(),
         run + "diffusion.properties.loss_type": LossType.values(),
@@ -183,33 +183,34 @@ def test_every_schema_enum_equals_its_registry():
     for path, values in found.items():
         assert set(values) == set(registries[path]), path
     # each family's schedules are exactly its registry's
-    assert set(FAMILY_SCHEDULES["ddpm"]) == set(SCHEDULES)
-    assert set(FAMILY_SCHEDULES["sd_gaussian"]) == set(SDBetaInit.values())
+    assert set(FAMILIES["ddpm"].schedules) == set(SCHEDULES)
+    assert set(FAMILIES["sd_gaussian"].schedules) == set(SDBetaInit.values())
+    assert FAMILIES["sd_binomial"].schedules == ()
     assert set(IMAGE_CONVENTIONS) == set(ImageConvention.values())
 
 
 def test_arch_and_kind_options_are_the_constructors_keywords():
     import inspect
 
-    from diffrepro.config import ARCH_OPTIONS, KIND_OPTIONS
     from diffrepro.nets import net_class
+    from diffrepro.nets.options import ARCH_OPTIONS
 
     common = {"self", "data_shape", "out_mult", "num_timesteps"}
-    assert set(ARCH_OPTIONS) == set(NETS) and set(KIND_OPTIONS) == set(DATASETS)
+    assert set(ARCH_OPTIONS) == set(NETS) and set(KINDS) == set(LOADERS)
     for arch, options in ARCH_OPTIONS.items():
         assert set(options) == set(inspect.signature(net_class(arch)).parameters) - common, arch
-    for kind, options in KIND_OPTIONS.items():
-        params = inspect.signature(DATASETS[kind]).parameters.values()
-        assert set(options) == {p.name for p in params if p.kind is p.KEYWORD_ONLY}, kind
+    for kind, record in KINDS.items():
+        params = inspect.signature(LOADERS[kind]).parameters.values()
+        assert set(record.options) == {p.name for p in params if p.kind is p.KEYWORD_ONLY}, kind
 
 
 def test_family_options_are_the_schema_keys():
     import dataclasses
 
-    from diffrepro.config import FAMILY_OPTIONS, DiffusionConfig
+    from diffrepro.config import DiffusionConfig
 
     keys = set(schema()["definitions"]["run"]["properties"]["diffusion"]["properties"])
-    declared = {"family", "timesteps"} | {k for v in FAMILY_OPTIONS.values() for k in v}
+    declared = {"family", "timesteps"} | {k for f in FAMILIES.values() for k in f.options}
     assert declared == keys == {f.name for f in dataclasses.fields(DiffusionConfig)}
 
 

@@ -88,7 +88,7 @@ def test_the_convention_is_refused_where_it_cannot_apply(tiny_raw, mutate, fragm
 
 
 def test_a_dataset_of_the_convention_builds_a_continuous_process(tiny_raw):
-    from diffrepro.families import build_process
+    from diffrepro.build import build_process
 
     tiny_raw["datasets"]["tinydigits"]["image_convention"] = "sd2015"
     tiny_raw["runs"]["digits-tiny"]["sample"]["clip_denoised"] = False

@@ -1,4 +1,4 @@
-"""The pipeline is declared once (src/diffrepro/pipeline.py) and both engines agree with it.
+"""The pipeline is declared once (src/diffrepro/wiring/pipeline.py) and both engines agree with it.
 
 - the committed dvc.yaml is exactly `diffrepro dvc-yaml`;
 - Snakemake (its own DAG, through its API) and DVC (its own index) list the same jobs with the same
@@ -71,7 +71,7 @@ def covers(dvc_deps, smk_inputs) -> bool:
 def test_committed_dvc_yaml_is_generated():
     proc = run_cli("dvc-yaml", check=True)
     assert proc.stdout == (ROOT / "dvc.yaml").read_text(), \
-        "dvc.yaml drifted from src/diffrepro/pipeline.py: run `diffrepro dvc-yaml > dvc.yaml`"
+        "dvc.yaml drifted from src/diffrepro/wiring/pipeline.py: run `diffrepro dvc-yaml > dvc.yaml`"
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
@@ -85,11 +85,12 @@ def test_snakemake_and_dvc_agree(tmp_path, config):
         assert s["outputs"] == d["outputs"], f"outputs of {name} differ"
         assert covers(d["inputs"], s["inputs"]), f"inputs of {name} differ: {s['inputs']} vs {d['inputs']}"
         assert sorted(s["params"]["settings"]) == d["params"], f"params keys of {name} differ"
-    from diffrepro import pipeline
+    from diffrepro.wiring import pipeline
 
     assert {n.split("@")[0] for n in smk} == set(pipeline.STAGE_NAMES)
     raw = yaml.safe_load(CONFIGS[config].read_text())
-    assert len(smk) == 1 + 3 * len(raw["datasets"]) + 6 * len(raw["runs"])  # report; prepare, features, reference; 6 per run
+    # the report; prepare, features, reference per dataset; 6 per run
+    assert len(smk) == 1 + 3 * len(raw["datasets"]) + 6 * len(raw["runs"])
     # every path a command names is an input or output of its job: no stage composes another's file name
     for name, job in smk.items():
         words = job["command"].split()
@@ -98,35 +99,38 @@ def test_snakemake_and_dvc_agree(tmp_path, config):
 
 
 def test_code_deps_follow_imports():
-    from diffrepro import codedeps, pipeline
+    from diffrepro.wiring import codedeps, pipeline
 
     deps = {st.name: set(codedeps.stage_code(st.module)) for st in pipeline.STAGES}
     src = "src/diffrepro/"
     # the bound's math reaches every stage that builds a process, and only those
     for name in ("train", "sample", "inpaint", "nll"):
         assert {src + "diffusion/gaussian.py", src + "diffusion/sd_gaussian.py", src + "diffusion/binomial.py",
-                src + "families.py", src + "nets/unet.py", src + f"stages/{name}.py"} <= deps[name], name
+                src + "build.py", src + "nets/unet.py", src + f"stages/{name}.py"} <= deps[name], name
     for name in ("prepare", "features", "fid", "parzen"):
         assert src + "diffusion/gaussian.py" not in deps[name], name
     assert src + "metrics/parzen.py" in deps["parzen"]
     assert src + "metrics/fid.py" in deps["fid"] and src + "metrics/fid.py" in deps["features"]
-    assert src + "paper.py" in deps["report"]
-    assert src + "sampling.py" in deps["sample"] and src + "sampling.py" in deps["inpaint"]
+    assert src + "tables/paper.py" in deps["report"]
+    assert src + "runs/sampling.py" in deps["sample"] and src + "runs/sampling.py" in deps["inpaint"]
+    # a stage that only uses a trained run never depends on the training loop, nor on a data loader
+    for name in ("sample", "inpaint", "nll", "fid", "parzen", "report"):
+        assert src + "runs/training.py" not in deps[name] and src + "data/toy.py" not in deps[name], name
     # a stage module depends on itself only: an edit of report.py touches the report alone
     assert [n for n, d in deps.items() if src + "stages/report.py" in d] == ["report"]
     # the wiring that names and launches stages is not a dependency of any stage; the declaration
     # is one of the report's alone (it decides which metrics files the report reads)
-    assert not any(src + "cli.py" in d or src + "engines.py" in d for d in deps.values())
-    assert [n for n, d in deps.items() if src + "pipeline.py" in d] == ["report"]
+    assert not any(src + "cli.py" in d or src + "wiring/engines.py" in d for d in deps.values())
+    assert [n for n, d in deps.items() if src + "wiring/pipeline.py" in d] == ["report"]
 
 
 def test_code_deps_see_lazy_imports_and_registries(tmp_path, monkeypatch):
-    from diffrepro import codedeps
+    from diffrepro.wiring import codedeps
 
     # nets/__init__.py imports its architectures by name in a registry (NETS)
     assert "diffrepro.nets.unet" in codedeps.direct_imports("diffrepro.nets")
-    # families.py imports the processes inside functions
-    assert "diffrepro.diffusion.gaussian" in codedeps.direct_imports("diffrepro.families")
+    # build.py imports the processes inside functions
+    assert "diffrepro.diffusion.gaussian" in codedeps.direct_imports("diffrepro.build")
     # passing through a package only runs its module-level imports, not its registry
     assert "diffrepro.nets.unet" not in codedeps.closure(["diffrepro.nets.classifier"])
 
@@ -147,7 +151,7 @@ def test_snakemake_rejects_bad_params_with_one_line_naming_the_key(tmp_path, tin
 
 
 def test_every_reported_output_has_a_caption():
-    from diffrepro import pipeline
+    from diffrepro.wiring import pipeline
 
     flagged = [(st, out) for st in pipeline.STAGES for out in st.outputs if out.report]
     assert {out.report for _, out in flagged} >= {"samples", "inpainting", "bound terms", "loss curves",
@@ -161,7 +165,7 @@ def test_every_reported_output_has_a_caption():
 def test_no_two_jobs_write_the_same_file(config):
     """Runs that share a dataset share its prepare/features/reference jobs but never write one file
     twice: every output path of every job is distinct (and so are logs and benchmarks)."""
-    from diffrepro import engines, pipeline
+    from diffrepro.wiring import engines, pipeline
 
     raw = yaml.safe_load(CONFIGS[config].read_text())
     targets = engines.all_targets(raw)

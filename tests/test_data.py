@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from diffrepro.data import DATASETS, load_dataset, toy
+from diffrepro.data import toy
 from diffrepro.data.images import DatasetNotFoundError, stratified_split
-
+from diffrepro.data.kinds import KINDS
+from diffrepro.data.loaders import LOADERS, load_dataset
 
 
 def on_8bit_grid(x: np.ndarray) -> bool:
@@ -25,7 +26,7 @@ def on_8bit_grid(x: np.ndarray) -> bool:
 def test_unknown_kind_names_it_and_the_allowed_kinds():
     with pytest.raises(ValueError, match="'bogus'") as err:
         load_dataset("bogus", seed=0)
-    for kind in DATASETS:
+    for kind in LOADERS:
         assert kind in str(err.value)
 
 
@@ -43,11 +44,10 @@ def test_unknown_and_missing_keywords_are_named():
 
 
 def test_registry_matches_the_config_data_types():
-    config = pytest.importorskip("diffrepro.config")
-    assert set(DATASETS) == set(config.DATA_TYPES)
+    assert set(LOADERS) == set(KINDS)
     for kind, kw in [("swissroll", {}), ("heartbeat", {}), ("deadleaves", {})]:
         split = load_dataset(kind, seed=0, n_train=8, n_test=4, **kw)
-        assert split.data_type == config.DATA_TYPES[kind]
+        assert split.data_type == KINDS[kind].data_type
 
 
 # ---------------------------------------------------------------- swiss roll

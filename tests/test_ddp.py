@@ -78,8 +78,8 @@ def _worker(rank: int, world: int, port: int, argv: list, stop: bool) -> None:
     """One process of a torchrun job: its variables, then the CLI; `stop`: fail right after the first saved state."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from diffrepro import training
     from diffrepro.cli import main
+    from diffrepro.runs import training
 
     if stop:
         save = training._save_state
@@ -114,8 +114,8 @@ def test_two_processes_resume_from_rank_zeros_state(trained):
 
 
 def test_processes_split_the_batch_and_set_the_rules_threads():
-    from diffrepro import engines, pipeline
     from diffrepro.config import ParamsError, parse_params
+    from diffrepro.wiring import engines, pipeline
 
     raw = yaml.safe_load(TINY_PARAMS.read_text())
     raw["runs"][RUN]["train"]["processes"] = 3

@@ -8,7 +8,7 @@ from diffrepro.diffusion.binomial import BinomialDiffusion
 from diffrepro.diffusion.gaussian import GaussianDiffusion
 from diffrepro.diffusion.protocol import GaussianReverse, ReverseStep
 from diffrepro.diffusion.schedules import get_betas
-from diffrepro.sampling import RSchedule, denoise
+from diffrepro.runs.sampling import RSchedule, denoise
 
 from .test_sampling import gaussian_data_eps_model
 

@@ -9,7 +9,7 @@ from diffrepro.config import ParamsError, parse_params
 from diffrepro.diffusion.gaussian import GaussianDiffusion, SpacedDiffusion, space_timesteps
 from diffrepro.diffusion.schedules import get_betas
 from diffrepro.diffusion.sd_gaussian import SDGaussianDiffusion
-from diffrepro.sampling import inpaint, reverse_chain, sample
+from diffrepro.runs.sampling import inpaint, reverse_chain, sample
 
 CONSTANTS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_variance",
              "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2", "log_betas")
@@ -214,7 +214,8 @@ def _params_error(raw) -> str:
     ("toyroll-ddpm", {"sampler": "ddim", "eta": -0.5}, ["runs.toyroll-ddpm.sample.eta", "-0.5", "minimum of 0"]),
     ("toyroll-ddpm", {"eta": 0.5}, ["runs.toyroll-ddpm.sample.eta = 0.5", "ddim"]),
     ("toyroll-ddpm", {"sampler": "plms"}, ["runs.toyroll-ddpm.sample.sampler", "'plms'", "ancestral, ddim"]),
-    ("toyroll-sd", {"sampler": "ddim"}, ["runs.toyroll-sd.sample.sampler = 'ddim'", "sd_gaussian", "allowed: ancestral"]),
+    ("toyroll-sd", {"sampler": "ddim"},
+     ["runs.toyroll-sd.sample.sampler = 'ddim'", "sd_gaussian", "allowed: ancestral"]),
     ("toyroll-sd", {"steps": 5}, ["runs.toyroll-sd.sample.steps = 5", "sd_gaussian", "allowed: null"]),
     ("beat-sd", {"sampler": "ddim"}, ["runs.beat-sd.sample.sampler = 'ddim'", "sd_binomial", "allowed: ancestral"]),
 ])

@@ -14,7 +14,12 @@ from sklearn.datasets import load_digits
 from diffrepro.metrics import fid as fidmod
 from diffrepro.metrics import inception
 from diffrepro.metrics.fid import (
-    extract_features, fid_kid, fid_kid_from_features, identity_extractor_meta, load_extractor, save_extractor,
+    extract_features,
+    fid_kid,
+    fid_kid_from_features,
+    identity_extractor_meta,
+    load_extractor,
+    save_extractor,
     train_feature_classifier,
 )
 from diffrepro.metrics.inception import images_to_uint8_rgb

@@ -8,9 +8,10 @@ import subprocess
 import pytest
 import yaml
 
-from diffrepro.config import ParamsError, check_local_inputs, load_params
-from diffrepro.families import build_model
+from diffrepro.build import build
+from diffrepro.config import ParamsError, load_params
 from diffrepro.nets import count_parameters
+from diffrepro.wiring.checks import check_local_inputs
 
 from .conftest import BIN, ROOT, copy_pipeline_files
 from .roots import write_cifar_root
@@ -26,7 +27,7 @@ def test_paper_config_is_valid(path):
 
 def test_cifar10_config_has_the_papers_hyperparameters():
     run = load_params(ROOT / "configs" / "ddpm-cifar10.yaml").run("cifar10-ddpm")
-    assert count_parameters(build_model(run, (3, 32, 32))) == pytest.approx(35.7e6, rel=0.01)
+    assert count_parameters(build(run, (3, 32, 32))[0]) == pytest.approx(35.7e6, rel=0.01)
     t = run.train
     assert (t.batch_size, t.lr, t.warmup_steps, t.ema_decay, t.steps) == (128, 2e-4, 5000, 0.9999, 800_000)
     assert run.diffusion.timesteps == 1000 and run.model.options["preset"] == "ddpm-cifar10"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffrepro import engines, pipeline
 from diffrepro.config import JobResources, ParamsError, parse_params
+from diffrepro.wiring import engines, pipeline
 
 from .conftest import BIN, ROOT, TINY_PARAMS, copy_pipeline_files
 from .test_pipeline import sh

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffrepro import families
-from diffrepro.config import DiffusionConfig, FAMILY_DATA_TYPES
+from diffrepro import build
+from diffrepro.config import DiffusionConfig
+from diffrepro.diffusion.families import FAMILIES
 from diffrepro.diffusion.protocol import BoundResult, DiffusionProcess, ReverseStep
 
 from .conftest import ROOT
@@ -20,17 +21,18 @@ PROTOCOL = [name for name, member in vars(DiffusionProcess).items()
 CONFIGS = {
     "ddpm": (DiffusionConfig(family="ddpm", timesteps=6, beta_start=0.01, beta_end=0.3), "points"),
     "sd_gaussian": (DiffusionConfig(family="sd_gaussian", timesteps=6, beta_1=0.01, beta_end=0.3), "points"),
-    "sd_binomial": (DiffusionConfig(family="sd_binomial", timesteps=6, binomial_p=0.5), "binary"),  # the §2.6 upper bound needs p between the marginal and 1/2
+    # the §2.6 upper bound needs p between the marginal and 1/2
+    "sd_binomial": (DiffusionConfig(family="sd_binomial", timesteps=6, binomial_p=0.5), "binary"),
 }
 
 
 def test_every_family_is_covered():
-    assert set(CONFIGS) == set(families.FAMILIES) == set(FAMILY_DATA_TYPES)
+    assert set(CONFIGS) == set(FAMILIES) == set(build.PROCESSES)
 
 
 @pytest.mark.parametrize("family", list(CONFIGS))
 def test_same_methods_and_signatures(family):
-    process = families.build_process(*CONFIGS[family])
+    process = build.build_process(*CONFIGS[family])
     assert isinstance(process, DiffusionProcess) and isinstance(process, torch.nn.Module)
     for name in PROTOCOL:
         impl = getattr(type(process), name)
@@ -49,9 +51,9 @@ def test_same_methods_and_signatures(family):
 @pytest.mark.parametrize("family", list(CONFIGS))
 def test_typed_results_and_shapes(family):
     diff, data_type = CONFIGS[family]
-    process = families.build_process(diff, data_type)
+    process = build.build_process(diff, data_type)
     T, n, d = diff.timesteps, 5, 2
-    mult = families.out_mult(diff)
+    mult = build.out_mult(diff)
 
     def model(x, t):  # a fixed, t-dependent network of the family's output shape
         return torch.cat([0.1 * x + 0.01 * t[:, None].to(x.dtype)] * mult, dim=1)
@@ -89,15 +91,17 @@ def test_typed_results_and_shapes(family):
             process.reverse_step(model, x0, t, clip_denoised=True)
 
 
-CONSUMERS = ["src/diffrepro/sampling.py", "src/diffrepro/training.py",
+CONSUMERS = ["src/diffrepro/runs/sampling.py", "src/diffrepro/runs/training.py", "src/diffrepro/runs/checkpoint.py",
+             "src/diffrepro/metrics/bound.py",
              *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src" / "diffrepro" / "stages").glob("*.py"))]
 
 
 @pytest.mark.parametrize("path", CONSUMERS)
 def test_consumers_do_not_branch_on_the_family(path):
-    """No isinstance/hasattr on processes and no family names outside the registry (families.py)."""
+    """No isinstance/hasattr on processes and no family names outside the registry
+    (diffusion/families.py) and the builder (build.py)."""
     tree = ast.parse((ROOT / path).read_text())
-    names = set(families.FAMILIES)
+    names = set(FAMILIES)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("isinstance", "hasattr"):
             text = ast.unparse(node)

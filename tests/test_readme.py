@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 
 from diffrepro.config import load_params
-from diffrepro.readme import SNAPSHOT, current_block, render_table
+from diffrepro.tables.readme import SNAPSHOT, current_block, render_table
 
 from .conftest import ROOT, run_cli
 

@@ -5,13 +5,12 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-
-from pathlib import Path
 
 from .conftest import BIN, TINY_PARAMS, run_cli, stage_args
 
@@ -106,7 +105,7 @@ def trained(tmp_path_factory):
 
 def _other_folder(stage: str, args: list, run_dir: Path, other: Path) -> list:
     """The same job's arguments with its outputs (not its inputs) moved to `other`."""
-    from diffrepro import pipeline
+    from diffrepro.wiring import pipeline
 
     inputs = {"--" + i.name.replace("_", "-") for i in pipeline.stage(stage).inputs}
     return [a.replace(str(run_dir), str(other)) if i and args[i - 1] not in inputs else a
@@ -140,7 +139,7 @@ def test_killed_sampling_and_bound_loops_resume_to_the_same_result(trained, stag
 
 
 def test_parts_of_other_settings_are_not_resumed(tmp_path):
-    from diffrepro.resume import Parts
+    from diffrepro.runs.resume import Parts
 
     Parts(tmp_path / "p", "old").save(0, {"x": torch.zeros(3)})
     assert Parts(tmp_path / "p", "new").load() == [] and not (tmp_path / "p").exists()

@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from diffrepro.io import InputError, load_checkpoint, load_torch, peek_checkpoint_run
+from diffrepro.io import InputError, load_torch
+from diffrepro.runs.checkpoint import load_checkpoint, peek_checkpoint_run
 
 from . import evil
 from .conftest import TINY_PARAMS, run_cli, stage_args
@@ -34,7 +35,7 @@ def test_the_evil_file_really_runs_code_when_loaded_unsafely(tmp_path, fmt):
 @pytest.mark.parametrize("fmt", list(evil.FORMATS))
 def test_every_loader_refuses_without_running_it(tmp_path, fmt):
     from diffrepro.metrics import fid, inception
-    from diffrepro.resume import Parts
+    from diffrepro.runs.resume import Parts
 
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pt"

@@ -9,7 +9,7 @@ from diffrepro.diffusion.binomial import BinomialDiffusion
 from diffrepro.diffusion.gaussian import GaussianDiffusion
 from diffrepro.diffusion.protocol import DiffusionProcess
 from diffrepro.diffusion.schedules import get_betas
-from diffrepro.sampling import InpaintMode, inpaint, randn, sample
+from diffrepro.runs.sampling import InpaintMode, inpaint, randn, sample
 
 
 def gen(seed):

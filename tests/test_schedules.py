@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from diffrepro.diffusion.schedules import (
-    SCHEDULES, extract, get_betas, schedule_constants, schedule_settings,
+    SCHEDULES,
+    extract,
+    get_betas,
+    schedule_constants,
+    schedule_settings,
 )
 
 

@@ -67,5 +67,6 @@ def test_the_diffusers_unet_mirrors_each_preset():
     spec.loader.exec_module(speed)
     for preset, (_, _, shape) in speed.PRESETS.items():
         ours = sum(p.numel() for p in UNet(shape, preset=preset).parameters())
-        theirs = sum(p.numel() for p in UNet2DModel(**speed.diffusers_unet_config(unet_preset(preset), shape)).parameters())
+        theirs_net = UNet2DModel(**speed.diffusers_unet_config(unet_preset(preset), shape))
+        theirs = sum(p.numel() for p in theirs_net.parameters())
         assert theirs == ours, preset

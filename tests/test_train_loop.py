@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffrepro import training
 from diffrepro.config import load_params
+from diffrepro.runs import training
 
 from .conftest import TINY_PARAMS
 

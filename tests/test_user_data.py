@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from diffrepro.data import load_dataset
+from diffrepro.data.loaders import load_dataset
 from diffrepro.data.user import UserDataError
 
 from .conftest import TINY_PARAMS, run_cli, stage_args
@@ -49,7 +49,8 @@ def _write(path, **arrays):
 
 BAD = [
     ("image", {"train": np.full((4, 1, 3, 3), np.nan), "test": np.zeros((2, 1, 3, 3))}, "'train' holds 36 NaN"),
-    ("image", {"train": np.zeros((4, 3, 3, 3, 1)), "test": np.zeros((2, 3, 3, 3, 1))}, "'train' has shape (4, 3, 3, 3, 1)"),
+    ("image", {"train": np.zeros((4, 3, 3, 3, 1)), "test": np.zeros((2, 3, 3, 3, 1))},
+     "'train' has shape (4, 3, 3, 3, 1)"),
     ("image", {"train": np.full((4, 1, 3, 3), 256), "test": np.zeros((2, 1, 3, 3))}, "values in [256, 256]"),
     ("image", {"train": np.full((4, 1, 3, 3), 0.5), "test": np.zeros((2, 1, 3, 3))}, "non-integer"),
     ("image", {"train": np.zeros((4, 1, 3, 3)), "test": np.zeros((2, 1, 4, 4))}, "train examples have shape"),

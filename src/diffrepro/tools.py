@@ -6,7 +6,7 @@ import sys
 
 
 class DvcYaml:
-    HELP = "print dvc.yaml generated from the pipeline declaration (src/diffrepro/pipeline.py)"
+    HELP = "print dvc.yaml generated from the pipeline declaration (src/diffrepro/wiring/pipeline.py)"
 
     @staticmethod
     def add_arguments(p):
@@ -14,7 +14,7 @@ class DvcYaml:
 
     @staticmethod
     def run(args) -> int:
-        from .engines import render_dvc_yaml
+        from .wiring.engines import render_dvc_yaml
 
         sys.stdout.write(render_dvc_yaml())
         return 0
@@ -29,7 +29,7 @@ class Sync:
 
     @staticmethod
     def run(args) -> int:
-        from .sync import SyncError, sync
+        from .wiring.sync import SyncError, sync
 
         try:
             print(f"diffrepro sync: {sync('.')}")
@@ -44,7 +44,7 @@ class Compare:
 
     @staticmethod
     def add_arguments(p):
-        from .compare import FORMATS
+        from .tables.compare import FORMATS
 
         p.add_argument("--rev", action="append", default=[], metavar="REV",
                        help="also a git revision's committed params and metrics (repeatable)")
@@ -60,7 +60,7 @@ class Compare:
 
     @staticmethod
     def run(args) -> int:
-        from .compare import CompareError, gather, render, table
+        from .tables.compare import CompareError, gather, render, table
 
         try:
             rows = gather(".", revs=args.rev, exps=args.exps, include_workspace=not args.no_workspace)
@@ -68,7 +68,7 @@ class Compare:
                 raise CompareError("nothing to compare: no runs in the chosen sources")
             text = render(table(rows), args.format)
             if args.plots:
-                from .compare_plots import write_plots
+                from .tables.compare_plots import write_plots
 
                 for path in write_plots(rows, args.plots):
                     print(f"diffrepro compare: wrote {path}", file=sys.stderr)
@@ -92,7 +92,7 @@ class ReadmeFigures:
 
     @staticmethod
     def add_arguments(p):
-        from .readme import SNAPSHOT
+        from .tables.readme import SNAPSHOT
 
         p.add_argument("--metrics", default=None,
                        help=f"a pipeline's metrics.csv (default: the committed snapshot {SNAPSHOT})")
@@ -108,7 +108,7 @@ class ReadmeFigures:
 
         from .config import ParamsError, load_params
         from .io import save_text
-        from .readme import SNAPSHOT, current_block, render_table, replace_block
+        from .tables.readme import SNAPSHOT, current_block, render_table, replace_block
 
         try:
             params = load_params(args.params)

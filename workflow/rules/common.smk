@@ -5,8 +5,8 @@ import sys
 
 from snakemake.utils import min_version
 
-from diffrepro import engines
-from diffrepro.config import ParamsError, check_local_inputs, parse_params, read_params
+from diffrepro.wiring import checks, engines
+from diffrepro.config import ParamsError, parse_params, read_params
 from diffrepro.io import InputError
 
 min_version("9.0")
@@ -34,8 +34,8 @@ if workflow.config_settings.config:
 try:  # YAML, the schema (workflow/schemas/params.schema.json), cross-references, per-family options, local inputs
     _raw = read_params(PARAMS_FILE)
     PARAMS = parse_params(_raw, source=PARAMS_FILE)
-    check_local_inputs(PARAMS)  # local data roots / weights / data files hold what they should
-    engines.check_existing_checkpoints(_raw)  # a run's model.pt on disk is that run's, and readable
+    checks.check_local_inputs(PARAMS)  # local data roots / weights / data files hold what they should
+    checks.check_existing_checkpoints(_raw)  # a run's model.pt on disk is that run's, and readable
 except (ParamsError, InputError) as exc:  # one line naming the key or file, not a stack: nothing has run yet
     print(f"diffrepro: error: {exc}", file=sys.stderr)
     sys.exit(1)
@@ -65,7 +65,7 @@ def dataset_priority(wildcards):
 
 
 onsuccess:
-    # One checkout, both engines: a complete build is recorded in dvc.lock (diffrepro.sync).
-    from diffrepro.sync import after_snakemake
+    # One checkout, both engines: a complete build is recorded in dvc.lock (diffrepro.wiring.sync).
+    from diffrepro.wiring.sync import after_snakemake
 
     after_snakemake(".", PARAMS_FILE)

@@ -1,8 +1,8 @@
 # Every stage of the pipeline as a Snakemake rule, generated from the one declaration in
-# src/diffrepro/pipeline.py: inputs (plus the source files the stage's code imports), outputs,
-# params keys and the shell command all come from there (diffrepro.engines); dvc.yaml is rendered
+# src/diffrepro/wiring/pipeline.py: inputs (plus the source files the stage's code imports), outputs,
+# params keys and the shell command all come from there (diffrepro.wiring.engines); dvc.yaml is rendered
 # from the same table. To add or change a stage, edit pipeline.py, not this file.
-from diffrepro import engines, pipeline
+from diffrepro.wiring import engines, pipeline
 
 
 def _priority(st):

@@ -15,6 +15,7 @@ import numpy as np
 
 from diffrepro.data import DatasetSplit, check_fraction, check_positive_int
 
+
 def scaling(levels: int) -> str:
     """The rescaling of `levels` quantisation levels to [-1, 1], as info.json states it."""
     return f"v / {(levels - 1) / 2:g} - 1"

@@ -9,7 +9,8 @@ Then ᾱ_t = Π_{s<=t} (1 - β_s) = 1 - t/T exactly, q(x_t = 1 | x_0) = ᾱ_t x_
 Posterior q(x_{t-1} | x_t, x_0) is Bernoulli by Bayes' rule over x_{t-1} in {0, 1}.
 Reverse p(x_{t-1} | x_t) = B(rate), per dimension (`BinomialReverse`):
   X0_MIXTURE  the network outputs x_0 logits; rate = Σ_{x0} p̂(x0 | x_t) q(x_{t-1} = 1 | x_t, x0),
-              the exact posterior mixed over the prediction (REFERENCE.md: trains much better);
+              the exact posterior mixed over the prediction (the parametrisation DDPM §3.2 uses for ε:
+              predict the clean data, keep the posterior exact; it trains much better here);
   DIRECT_RATE the network outputs logit(rate) (the paper's f_b(x_t, t)).
 At index 0 the posterior is x_0 itself, so the X0_MIXTURE rate is p̂(x_0 = 1 | x_1).
 
@@ -18,7 +19,7 @@ The bound (exact, a true bound on log p(x_0)), in nats per example:
     terms[:, 0] = -log p(x_0 | x_1)  (x_1 drawn),   terms[:, i] = KL(q(x_i | x_{i+1}, x_0) ‖ p(x_i | x_{i+1})).
 Both are one Bernoulli KL (a degenerate posterior at index 0 makes the KL an NLL). They are
 computed in float64; evaluating long trajectories makes subnormal numbers, so call
-`torch.set_flush_denormal(True)` in the script that evaluates (REFERENCE.md: about 30x faster).
+`torch.set_flush_denormal(True)` in the script that evaluates (about 30x faster on a CPU).
 """
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ import torch
 from diffrepro.choices import Choice
 from diffrepro.diffusion.draws import rand, randint
 from diffrepro.diffusion.entropy import entropy_bounds_binomial
+from diffrepro.diffusion.likelihood import sum_flat
 from diffrepro.diffusion.protocol import BoundResult, DiffusionProcess, ReverseStep
 from diffrepro.diffusion.schedules import extract
-from diffrepro.diffusion.likelihood import sum_flat
 
 
 class BinomialReverse(Choice):

@@ -12,15 +12,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from diffrepro.diffusion.likelihood import (
-    LOG2, discretized_gaussian_log_likelihood, gaussian_log_likelihood, mean_flat, normal_kl,
-    sum_flat,
-)
-from diffrepro.diffusion.schedules import extract, schedule_constants
 from diffrepro.choices import Choice
 from diffrepro.diffusion.draws import randint, randn
 from diffrepro.diffusion.entropy import entropy_bounds_gaussian
+from diffrepro.diffusion.likelihood import (
+    LOG2,
+    discretized_gaussian_log_likelihood,
+    gaussian_log_likelihood,
+    mean_flat,
+    normal_kl,
+    sum_flat,
+)
 from diffrepro.diffusion.protocol import BoundResult, GaussianReverse, ReverseStep
+from diffrepro.diffusion.schedules import extract, schedule_constants
 
 
 class ModelMeanType(Choice):
@@ -54,7 +58,7 @@ class LossType(Choice):
 class Decoder(Choice):
     """L_0 = −log p(x_0 | x_1)."""
 
-    DISCRETIZED = "discretized"  # 8-bit images in [-1, 1], 256 bins
+    DISCRETIZED = "discretized"  # images of L levels in [-1, 1], one bin per level (DDPM §3.3, eq. 13)
     GAUSSIAN = "gaussian"        # continuous Gaussian density (real-valued data, e.g. 2-D points)
 
 

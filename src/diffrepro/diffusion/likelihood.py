@@ -9,8 +9,18 @@ LOG2 = math.log(2.0)
 
 
 def nats_to_bits(nats):
-    """The one place where nats become bits."""
+    """The one place where nats become bits (a tensor, an array or a number)."""
     return nats / LOG2
+
+
+UNITS = {"image": "bits/dim", "binary": "bits/seq", "points": "bits/example"}
+
+
+def to_bits(nats, data_type: str, dims: int):
+    """Per-example nats -> the unit each data type reports (`UNITS`): bits/dim for images (over the
+    `dims` values of an example), else bits per example."""
+    bits = nats_to_bits(nats)
+    return bits / dims if data_type == "image" else bits
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:

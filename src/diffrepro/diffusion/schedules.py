@@ -1,8 +1,8 @@
 """β schedules (a registry of named schedules), their float64 constants, and per-step indexing.
 
 Every schedule returns float64 betas `[T]`, where index i is the paper's step t = i + 1. The derived
-constants are computed once in float64 through log1p/expm1 (REFERENCE.md, numerical notes: in
-float32 a β_1 of 1e-5 ruins the t = 2 posterior variance), then indexed per step and cast to the
+constants are computed once in float64 through log1p/expm1 (in float32 a β_1 of 1e-5, as in SD-2015
+App. B, ruins the t = 2 posterior variance), then indexed per step and cast to the
 data's dtype by `extract`.
 """
 from __future__ import annotations

@@ -9,7 +9,8 @@ paper's code (model.py, `generate_beta_arr`) each β_t is a logistic squashed in
 (beta_min, beta_max): β_t = beta_min + (beta_max - beta_min) · sigmoid(logit_t), with the logits
 initialised from a named schedule (`SDBetaInit`). Every constant is computed in float64 from the
 betas on each call, differentiably, so gradients of the bound reach the learned β
-(REFERENCE.md's numerical notes: float32 ruins the t = 2 posterior variance at β_1 ~ 1e-5).
+(in float32 the t = 2 posterior variance β̃_2 = β_2 (1 − ᾱ_1)/(1 − ᾱ_2) loses its digits at
+β_1 ~ 1e-5, SD-2015 App. B's smallest β_1).
 
 Reverse, steps t = 2..T (the paper code's `get_mu_sigma`, a perturbation of the forward kernel):
     the network returns `[N x 2C x ...]` = (f_μ, f_Σ) (C data channels each);
@@ -44,11 +45,14 @@ from torch import nn
 from diffrepro.choices import Choice
 from diffrepro.diffusion.draws import randint, randn
 from diffrepro.diffusion.entropy import entropy_bounds_gaussian
+from diffrepro.diffusion.likelihood import (
+    discretized_gaussian_log_likelihood,
+    gaussian_entropy,
+    normal_kl,
+    sum_flat,
+)
 from diffrepro.diffusion.protocol import BoundResult, GaussianReverse, ReverseStep
 from diffrepro.diffusion.schedules import extract
-from diffrepro.diffusion.likelihood import (
-    discretized_gaussian_log_likelihood, gaussian_entropy, normal_kl, sum_flat,
-)
 
 
 class SDBetaInit(Choice):
@@ -235,8 +239,8 @@ class SDGaussianDiffusion(GaussianReverse):
         """-E_{q(x_1|x_0)} log p(x_0 | x_1) `[N]` nats with p(x_0 | x_1) = N(sqrt(1 - β_1) x_1, β_1).
 
         decoder "gaussian" (continuous data): closed form, per dimension
-        ½ log(2π β_1) + ½ (β_1 x_0² + 1 - β_1). decoder "discretized" (8-bit images in [-1, 1]):
-        the same Gaussian integrated over x_0's 8-bit bin (DDPM's decoder, so SD-2015 and DDPM
+        ½ log(2π β_1) + ½ (β_1 x_0² + 1 - β_1). decoder "discretized" (images of L levels in [-1, 1]):
+        the same Gaussian integrated over x_0's bin (one per level, width 2/(L-1)) (DDPM's decoder, so SD-2015 and DDPM
         share one bits/dim), with one draw of x_1 ~ q(x_1 | x_0).
         """
         x0 = x_start.double()

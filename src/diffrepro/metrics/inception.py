@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import INCEPTION_WHEEL
 from ..io import file_sha256
+from . import INCEPTION_WHEEL
 
 EXTRACTOR = "inception-v3-compat"
 WHEEL = INCEPTION_WHEEL[1]

@@ -15,7 +15,7 @@ Caveat (Theis, van den Oord & Bethge 2016, "A note on the evaluation of generati
 Parzen estimates in high dimensions are far from the model's true log-likelihood and can rank
 models wrongly (a model that memorises its training set scores well).
 
-Everything is float64 and in nats; `nats_to_bits` is the one conversion, used only by `parzen_bits`.
+Everything is float64 and in nats; `parzen_bits` converts to bits (diffusion/likelihood.py's `nats_to_bits`).
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 import torch
+
+from ..diffusion.likelihood import nats_to_bits
 
 # Goodfellow et al.'s parzen_ll.py defaults: σ on numpy.logspace(-1, 0, 10) ([0, 1] pixels), chosen on
 # 1,000 validation images (MNIST train[50000:51000]), kernels on 10,000 samples, the whole test set
@@ -96,10 +98,6 @@ def select_bandwidth(samples, x_valid, sigmas=SIGMA_GRID, **blocks) -> dict:
             "at_grid_edge": len(sigmas) > 1 and best in (0, len(sigmas) - 1)}
 
 
-def nats_to_bits(nats):
-    return np.asarray(nats, dtype=np.float64) / math.log(2.0)
-
-
 def parzen_bits(samples, x_valid, x_test, sigmas=SIGMA_GRID, **blocks) -> dict:
     """Goodfellow et al.'s Parzen-window estimate, in bits per example (not per dimension).
 
@@ -110,9 +108,9 @@ def parzen_bits(samples, x_valid, x_test, sigmas=SIGMA_GRID, **blocks) -> dict:
     "valid_ll_bits" (mean per σ), "sigma_at_grid_edge", "n_samples", "n_valid", "n_test"}.
     """
     chosen = select_bandwidth(samples, x_valid, sigmas, **blocks)
-    bits = nats_to_bits(parzen_log_likelihood(samples, x_test, chosen["sigma"], **blocks))
+    bits = nats_to_bits(np.asarray(parzen_log_likelihood(samples, x_test, chosen["sigma"], **blocks), dtype=np.float64))
     se = float(bits.std(ddof=1) / math.sqrt(len(bits))) if len(bits) > 1 else float("nan")
     return {"ll_bits": float(bits.mean()), "ll_bits_se": se, "sigma": chosen["sigma"], "sigmas": chosen["sigmas"],
-            "valid_ll_bits": [float(v) for v in nats_to_bits(chosen["valid_ll_nats"])],
+            "valid_ll_bits": [float(v) for v in nats_to_bits(np.asarray(chosen["valid_ll_nats"], dtype=np.float64))],
             "sigma_at_grid_edge": chosen["at_grid_edge"],
             "n_samples": int(len(samples)), "n_valid": int(len(x_valid)), "n_test": int(len(x_test))}

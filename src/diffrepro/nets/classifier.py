@@ -25,7 +25,7 @@ class SmallClassifier(nn.Module):
     """conv(w) conv(w) pool conv(2w) pool conv(2w) avgpool(2x2) -> linear(feat_dim) ReLU -> linear(classes).
 
     Works for 8x8 digits, 28x28 MNIST and 32x32 CIFAR. Input `x` is `[N x C x H x W]` in [-1, 1]
-    (8-bit values rescaled). The feature layer (as Inception's pool3) is the post-ReLU penultimate
+    (the data's levels rescaled). The feature layer (as Inception's pool3) is the post-ReLU penultimate
     activation times `feature_scale`, a buffer set after training so that the features' mean square
     on the training set is 1 (KID's cubic kernel (f.g / d + 1)^3 then stays O(1), as with Inception
     features, and FIDs of retrained classifiers share a scale).

@@ -7,6 +7,7 @@ from torch import nn
 from diffrepro.nets.activations import make_activation
 from diffrepro.nets.embeddings import timestep_embedding
 
+
 class TimeMLP(nn.Module):
     """MLP whose every hidden layer gets a projection of the timestep embedding added before its
     nonlinearity (the DDPM ResBlock recipe, without convolutions):

@@ -16,6 +16,7 @@ from torch import nn
 from diffrepro.choices import Choice
 from diffrepro.nets.activations import make_activation
 
+
 # activation name -> module factory (the paper: sigmoid for the toy nets, softplus / leaky ReLU
 # with slope 0.05 in the image code)
 class HiddenKind(Choice):

@@ -8,15 +8,15 @@ walked as the sample stage walks it (the run's sample.sampler, sample.steps, sam
 from __future__ import annotations
 
 import logging
+
 import numpy as np
 import torch
 
-from ..convention import DataMap
-from ..io import check_same_shape, load_checkpoint, load_data, save_json, save_npz
-from ..plots import inpaint_panel
+from ..io import check_same_shape, load_data, save_json, save_npz
+from ..runs.checkpoint import TrainedRun
+from ..runs.sampling import denoise, inpaint
 from ..runtime import derive_seed
-from ..sampling import denoise, inpaint
-from ..training import load_trained
+from ..tables.plots import inpaint_panel
 
 LOG = logging.getLogger("diffrepro.inpaint")
 MASKS = ("right_half", "center_square")
@@ -50,13 +50,14 @@ def observe(x: np.ndarray, noise: float, data_type: str, generator: torch.Genera
 
 def run(args, params, device):
     cfg = params.run(args.run)
-    ckpt = load_checkpoint(args.model)
+    trained = TrainedRun.open(args.model, device, run=cfg.name)
     test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]
     x_train = load_data(args.train, "training data", cfg.dataset.data_type)["x"]
     train_mean = x_train.mean(axis=0)
-    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, test.shape[1:], args.model, args.test))
+    trained.check_data(args.test, test)
     check_same_shape(x_train, args.train, test, args.test)
-    data_map = DataMap.from_dict(ckpt.get("data_map"))  # SD-2015's images: the chain runs in unit variance
+    run_cfg, model, process = trained.run, trained.model, trained.process
+    data_map = trained.data_map  # SD-2015's images: the chain runs in unit variance
     data_type = run_cfg.dataset.data_type
     x_known = test[: cfg.inpaint.n]
     gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "inpaint", cfg.name))

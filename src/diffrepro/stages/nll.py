@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import families
-from ..convention import DataMap
-from ..io import check_same_shape, file_sha256, load_checkpoint, load_data, save_csv, save_json
+from ..diffusion.families import family
+from ..diffusion.likelihood import UNITS, to_bits
+from ..io import check_same_shape, load_data, save_csv, save_json
 from ..metrics.bound import categorical_nats, evaluate_bound, l_null_nats, rate_distortion
-from ..plots import bound_terms as plot_terms
-from ..resume import Parts, digest
+from ..runs.checkpoint import TrainedRun
+from ..runs.resume import Parts, digest
 from ..runtime import derive_seed
-from ..training import load_trained
+from ..tables.plots import bound_terms as plot_terms
 
 LOG = logging.getLogger("diffrepro.nll")
 
@@ -40,15 +40,15 @@ def paper_k(res: dict, continuous: bool, to_unit) -> dict:
 
 def run(args, params, device):
     cfg = params.run(args.run)
-    ckpt = load_checkpoint(args.model)
+    trained = TrainedRun.open(args.model, device, run=cfg.name)
     x_test = load_data(args.test, "test data", cfg.dataset.data_type)["x"][: cfg.eval.nll_n]
     x_train = load_data(args.train, "training data", cfg.dataset.data_type)["x"]
-    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, x_test.shape[1:], args.model, args.test))
+    trained.check_data(args.test, x_test)
     check_same_shape(x_train, args.train, x_test, args.test)
+    run_cfg, model, process, data_map = trained.run, trained.model, trained.process, trained.data_map
     data_type = run_cfg.dataset.data_type
     dims = int(np.prod(x_test.shape[1:]))
     seed = derive_seed(params.seed, "nll", cfg.name)
-    data_map = DataMap.from_dict(ckpt.get("data_map"))
     x_train_levels, x_test_levels = x_train, x_test
     if data_map.continuous:  # SD-2015's images: one seeded dequantisation draw of the test and train sets
         dequant = torch.Generator().manual_seed(derive_seed(params.seed, "nll-dequantise", cfg.name))
@@ -56,16 +56,16 @@ def run(args, params, device):
     gen = torch.Generator(device=device).manual_seed(seed)
     # each finished test batch is kept until nll.json is written: a killed job resumes after it
     parts = Parts(Path(args.metrics).with_name("nll_parts"),
-                  digest(run=cfg.name, batch_size=cfg.eval.batch_size, seed=seed, device=device.type, model=file_sha256(args.model),
+                  digest(run=cfg.name, batch_size=cfg.eval.batch_size, seed=seed, device=device.type, model=trained.digest,
                          x=x_test))
     res = evaluate_bound(process, model, x_test, batch_size=cfg.eval.batch_size, generator=gen, device=device,
                          desc=f"bound {cfg.name}", parts=parts, label=f"run {cfg.name!r}, stage nll")
-    unit = families.unit(data_type)
-    to_unit = lambda nats: families.to_bits(nats, data_type, dims)  # noqa: E731
+    unit = UNITS[data_type]
+    to_unit = lambda nats: to_bits(nats, data_type, dims)  # noqa: E731
     if data_map.continuous:  # a density of z per pixel: the colour channels of a pixel summed
         pixels = int(np.prod(x_test.shape[2:]))
         unit = "bits/pixel"
-        to_unit = lambda nats: families.to_bits(nats, "points", 1) / pixels  # noqa: E731
+        to_unit = lambda nats: to_bits(nats, "points", 1) / pixels  # noqa: E731
     total = to_unit(res["total"])
     metrics = {
         "unit": unit, "n": int(len(x_test)), "timesteps": int(process.num_timesteps), "dims": dims,
@@ -81,18 +81,18 @@ def run(args, params, device):
     metrics["L_null"] = float(null.mean())
     metrics["K_minus_L_null"] = metrics["K"] - metrics["L_null"]
     if data_map.continuous:  # the same bound on the levels themselves (the dequantisation bound)
-        levels_bits = families.to_bits(data_map.levels_nats(res["total"], dims), "image", dims)
+        levels_bits = to_bits(data_map.levels_nats(res["total"], dims), "image", dims)
         metrics.update(convention="sd2015: levels dequantised (uniform), unit variance, continuous first step",
                        pixel_mean=data_map.mean, pixel_std=data_map.std,
                        nll_levels_bits_per_dim=float(levels_bits.mean()))
     if levels:  # discrete images: the bound's unit is bits/dim of these levels; the trivial baseline
         x_levels = (x_train_levels, x_test_levels) if data_map.continuous else (x_train, x_test)
-        categorical = -families.to_bits(categorical_nats(*x_levels, levels), "image", dims)
+        categorical = -to_bits(categorical_nats(*x_levels, levels), "image", dims)
         bits_per_dim = metrics.get("nll_levels_bits_per_dim", metrics["nll"])
         metrics.update(levels=levels, nll_categorical=float(categorical.mean()),
                        gain_over_categorical=float(categorical.mean()) - bits_per_dim)
     metrics.update(paper_k(res, data_type != "image" or data_map.continuous, to_unit))
-    metrics.update(families.family(run_cfg.diffusion.family).bound_settings(run_cfg))
+    metrics.update(family(run_cfg.diffusion.family).bound_settings(run_cfg))
     terms = pd.DataFrame({"t": np.arange(1, res["terms"].shape[1] + 1), "term": to_unit(res["terms"]).mean(axis=0)})
     rd = None
     if "eps_mse" in res:  # processes that predict ε: DDPM's progressive-coding view

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import logging
+
 from ..io import save_json, save_npz
-from ..plots import show_data
 from ..runtime import derive_seed
+from ..tables.plots import show_data
 
 LOG = logging.getLogger("diffrepro.prepare")
 
 
 def run(args, params, device):
-    from ..data import load_dataset
+    from ..data.loaders import load_dataset
 
     ds = params.dataset(args.dataset)
     split = load_dataset(ds.kind, seed=derive_seed(params.seed, "data", ds.name), **ds.options)

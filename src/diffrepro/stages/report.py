@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import families, pipeline
-from ..compare_plots import bound_terms_figure
+from ..diffusion.families import family
 from ..io import load_csv, load_json, save_csv, save_figure, save_text
-from ..paper import PAPER_FIGURES, PAPER_UNITS
+from ..tables.compare_plots import bound_terms_figure
+from ..tables.paper import PAPER_FIGURES, PAPER_UNITS
+from ..wiring import pipeline
 
 LOG = logging.getLogger("diffrepro.report")
 
@@ -42,7 +43,7 @@ def paper_table(params, frame: pd.DataFrame) -> pd.DataFrame:
             unit = PAPER_UNITS.get(key)
             if unit and metric.startswith("K") and r.get("nll.unit") != unit:  # another scale: not beside it
                 ours, source = None, f"{source}; this run reports {r.get('nll.unit')}: set image_convention: sd2015"
-            rows.append({"run": r["run"], "metric": metric, "paper": figure, "ours": ours, "setting": families.family(run.diffusion.family).setting(run),
+            rows.append({"run": r["run"], "metric": metric, "paper": figure, "ours": ours, "setting": family(run.diffusion.family).setting(run),
                          "source": source})
     return pd.DataFrame(rows, columns=["run", "metric", "paper", "ours", "setting", "source"])
 

@@ -7,30 +7,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..convention import DataMap
-from ..io import file_sha256, load_checkpoint, load_data, save_npz
-from ..plots import progressive_panel, show_data
-from ..resume import Parts, digest
+from ..io import load_data, save_npz
+from ..runs.checkpoint import TrainedRun
+from ..runs.resume import Parts, digest
+from ..runs.sampling import progressive, sample
 from ..runtime import derive_seed
-from ..sampling import progressive, sample
-from ..training import load_trained
+from ..tables.plots import progressive_panel, show_data
 
 LOG = logging.getLogger("diffrepro.sample")
 
 
 def run(args, params, device):
     cfg = params.run(args.run)
-    ckpt = load_checkpoint(args.model)
+    trained = TrainedRun.open(args.model, device, run=cfg.name)
     test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]  # drawn beside 2-D samples
-    run_cfg, model, process = load_trained(ckpt, device, expect=(cfg.name, test.shape[1:], args.model, args.test))
+    trained.check_data(args.test, test)
+    run_cfg, model, process, shape = trained.run, trained.model, trained.process, trained.data_shape
+    data_map = trained.data_map  # SD-2015's images: back to the stored levels
     seed = derive_seed(params.seed, "sample", cfg.name)
     gen = torch.Generator(device=device).manual_seed(seed)
-    shape = tuple(ckpt["data_shape"])
-    data_map = DataMap.from_dict(ckpt.get("data_map"))  # SD-2015's images: back to the stored levels
     # every finished chunk is kept until samples.npz is written: a killed job resumes after it
     parts = Parts(Path(args.samples).with_name("sample_parts"),
                   digest(run=cfg.name, sample=cfg.sample, seed=seed, device=device.type,
-                         model=file_sha256(args.model)))
+                         model=trained.digest))
     done = parts.load()
     chunks = [part["x"] for part in done]
     if done:

@@ -5,16 +5,16 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-
 import torch
 
-from .. import distributed
 from ..convention import DataMap
 from ..io import load_data, save_csv, save_json, save_torch
 from ..nets import count_parameters
-from ..plots import loss_curve, schedule_panel
+from ..runs import distributed
+from ..runs.checkpoint import checkpoint_dict
+from ..runs.training import train
 from ..runtime import derive_seed
-from ..training import checkpoint_dict, train
+from ..tables.plots import loss_curve, schedule_panel
 
 LOG = logging.getLogger("diffrepro.train")
 

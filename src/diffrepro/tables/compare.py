@@ -21,7 +21,7 @@ from typing import Callable
 import pandas as pd
 import yaml
 
-from . import pipeline
+from ..wiring import pipeline
 
 FORMATS = ("md", "csv", "html")
 # the figures shown for every row: (stage, key) -> column
@@ -74,7 +74,7 @@ def revision(root, rev: str, name: str | None = None, kind: str = "rev") -> Sour
 
 def experiments(root) -> list:
     """The DVC experiments of HEAD as `dvc exp show` names them (empty when there are none)."""
-    from .sync import tool
+    from ..wiring.sync import tool
 
     if not (Path(root) / ".dvc").is_dir():
         return []

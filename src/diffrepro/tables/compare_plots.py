@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import pipeline
-from .io import save_figure
+from ..io import save_figure
+from ..wiring import pipeline
 
 
 def _terms_path(run: str) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import save_figure
+from ..io import save_figure
 
 
 def _plt():

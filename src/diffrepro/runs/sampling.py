@@ -14,14 +14,17 @@ from functools import partial
 import torch
 from tqdm.auto import tqdm
 
-from .choices import Choice
-from .diffusion.draws import rand, randn  # noqa: F401  (part of this module's API)
-from .diffusion.protocol import DiffusionProcess
+from ..choices import Choice
+from ..diffusion.draws import rand, randn  # noqa: F401  (part of this module's API)
+from ..diffusion.protocol import DiffusionProcess
 
 
-def _steps(process, progress: bool, desc: str):
-    return tqdm(range(process.num_timesteps - 1, -1, -1), desc=desc, disable=not progress,
-                total=process.num_timesteps)
+def reverse_steps(process, n: int, device, progress: bool = False, desc: str = "sampling"):
+    """The one reverse loop every chain here walks: yields (i, t) for i = T-1 .. 0, t the
+    LongTensor `[n]` of step i on `device`, with a progress bar when `progress`."""
+    for i in tqdm(range(process.num_timesteps - 1, -1, -1), desc=desc, disable=not progress,
+                  total=process.num_timesteps):
+        yield i, torch.full((n,), i, dtype=torch.long, device=device)
 
 
 def _infer_device(model, generator):
@@ -63,8 +66,7 @@ def sample(process: DiffusionProcess, model, shape, generator: torch.Generator |
     device = device if device is not None else _infer_device(model, generator)
     process, step = reverse_chain(process, sampler, steps, eta)
     x = process.prior_sample(tuple(shape), generator, device)
-    for i in _steps(process, progress, "sampling"):
-        t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+    for _, t in reverse_steps(process, x.shape[0], x.device, progress, "sampling"):
         x = step(model, x, t, generator, clip_denoised=clip_denoised)
     return x
 
@@ -101,8 +103,7 @@ def inpaint(process: DiffusionProcess, model, x_known: torch.Tensor, mask: torch
 
     x = hold(process.prior_sample(tuple(x_known.shape), generator, x_known.device),
              process.num_timesteps - 1)
-    for i in _steps(process, progress, "inpainting"):
-        t = torch.full((n,), i, dtype=torch.long, device=x_known.device)
+    for i, t in reverse_steps(process, n, x_known.device, progress, "inpainting"):
         x = hold(step(model, x, t, generator, clip_denoised=clip_denoised), i - 1)
     return x
 
@@ -119,8 +120,7 @@ def progressive(process: DiffusionProcess, model, shape, generator: torch.Genera
     x = process.prior_sample(tuple(shape), generator, device)
     keep = {int(round(v)) for v in torch.linspace(process.num_timesteps - 1, 0, frames).tolist()}
     snapshots = []
-    for i in range(process.num_timesteps - 1, -1, -1):
-        t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+    for i, t in reverse_steps(process, x.shape[0], x.device):
         if i in keep:
             pred = process.reverse_step(model, x, t).pred_xstart
             snapshots.append((i + 1, x.clone(), None if pred is None else pred.clone()))
@@ -158,7 +158,6 @@ def denoise(process: DiffusionProcess, model, y: torch.Tensor, noise_level: floa
     w_T = schedule.exponent(T, T)
     if w_T > 0:  # r(x_T)^w multiplies the prior too
         x = process.multiply_prior(x, y, noise_level, w_T, generator)
-    for i in _steps(process, progress, "denoising"):
-        t = torch.full((n,), i, dtype=torch.long, device=y.device)
+    for i, t in reverse_steps(process, n, y.device, progress, "denoising"):
         x = process.multiply_step(model, x, t, y, noise_level, schedule.exponent(i, T), generator)
     return x

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-LOG = logging.getLogger("diffrepro.sync")
+LOG = logging.getLogger("diffrepro.wiring.sync")
 PARAMS_FILE = "params.yaml"
 
 
@@ -64,7 +64,7 @@ def snakemake_pending(cwd) -> bool:
 
 def _declared_outputs(cwd) -> list:
     """Every output file the pipeline declares for the params file in `cwd` that exists."""
-    from .config import read_params
+    from ..config import read_params
     from .engines import all_targets
 
     raw = read_params(Path(cwd) / PARAMS_FILE)

@@ -23,12 +23,12 @@ from pathlib import Path
 PACKAGE = "diffrepro"
 SOURCE_ROOT = "src"                    # the package lives in src/diffrepro (paths are relative to the project)
 HARNESS = ("diffrepro.config", "diffrepro.runtime")
-WIRING = frozenset({"diffrepro.cli", "diffrepro.engines", "diffrepro.codedeps", "diffrepro.__main__"})
-DECLARATION = "diffrepro.pipeline"     # followed from a stage's code, not from the harness
+WIRING = frozenset({"diffrepro.cli", "diffrepro.wiring.engines", "diffrepro.wiring.codedeps", "diffrepro.__main__"})
+DECLARATION = "diffrepro.wiring.pipeline"     # followed from a stage's code, not from the harness
 
 
 def package_dir() -> Path:
-    return Path(__file__).resolve().parent
+    return Path(__file__).resolve().parent.parent  # src/diffrepro (this file: src/diffrepro/wiring/)
 
 
 def module_file(module: str) -> Path | None:

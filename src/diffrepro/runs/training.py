@@ -23,13 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed, families
-from .choices import Choice
-from .config import RunConfig
-from .convention import DataMap
-from .diffusion.draws import Shard, moved, rand, randint
-from .io import InputError, load_torch, save_torch
-from .runtime import derive_seed, progress
+from ..build import build
+from ..choices import Choice
+from ..config import RunConfig
+from ..convention import DataMap
+from ..diffusion.draws import Shard, moved, rand, randint
+from ..diffusion.families import family
+from ..io import InputError, load_torch, save_torch
+from ..runtime import derive_seed, progress
+from . import distributed
 
 LOG = logging.getLogger("diffrepro.train")
 RECORD_EVERY = 10  # steps averaged into one loss-history point
@@ -82,7 +84,9 @@ class _Objective(torch.nn.Module):
         self.process = process
 
     def forward(self, x_start, generator):
-        return families.training_loss(self.process, self.model, x_start, generator)
+        # every process draws its own t and noise (DDPM: L_simple/L_vlb/hybrid; SD-2015: an
+        # unbiased estimate of the negative bound)
+        return self.process.training_loss(self.model, x_start, generator=generator).mean()
 
 
 @dataclass
@@ -142,18 +146,16 @@ def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: 
     channels_last for image networks; train.compile compiles the network. bf16, channels_last: None
     as just said; True/False force them (benchmarks/speed.py compares).
     """
-    data_type = run.dataset.data_type
     data = _training_data(x_train, device)
     if device.type == "cuda":  # fixed shapes: let cuDNN time its convolution algorithms once
         torch.backends.cudnn.benchmark = True
     data_shape = tuple(data.shape[1:])
     nhwc = (device.type == "cuda" and len(data_shape) == 3) if channels_last is None else channels_last
     torch.manual_seed(seed)  # network initialisation, the same in every process
-    model = families.build_model(run, data_shape).to(device)
+    model, process = build(run, data_shape)
+    model, process = model.to(device), process.to(device)
     if nhwc:  # 4-D weights only: the MLPs are untouched
         model = model.to(memory_format=torch.channels_last)
-    process = families.build_process(run.diffusion, data_type, run.dataset.levels,
-                                     run.dataset.image_convention).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     if group.rank:  # dropout: each process its own draws (rank 0 those of a one-process run)
         torch.manual_seed(derive_seed(seed, "rank", str(group.rank)))
@@ -177,7 +179,7 @@ def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: 
     if run.train.compile:  # in place: the state_dict keeps its keys
         model.compile()
 
-    use_bf16 = ((device.type == "cuda" and families.family(run.diffusion.family).bf16_autocast)
+    use_bf16 = ((device.type == "cuda" and family(run.diffusion.family).bf16_autocast)
                 if bf16 is None else bf16)
     n = data.shape[0]
     batch = min(run.train.batch_size, n)
@@ -368,50 +370,3 @@ def _resume(path, digest, model, ema, process, optimizer, index_gen, noise_gen, 
         history[k].extend(state["history"][k])
     LOG.info("resuming %s from step %d", path, state["step"])
     return int(state["step"])
-
-
-def checkpoint_dict(run: RunConfig, result: TrainResult, data_shape, seed: int,
-                    data_map: DataMap | None = None) -> dict:
-    """What model.pt holds: the config it was built from, the EMA and raw weights, the process state,
-    and (SD-2015's image convention) the training set's pixel mean and scale."""
-    extra = {"data_map": data_map.as_dict()} if data_map is not None and data_map.continuous else {}
-    return {
-        "format": "diffrepro-checkpoint-1",
-        "config": run.to_dict(),
-        "data_shape": list(data_shape),
-        "seed": seed,
-        "model": result.ema.state_dict(),          # EMA weights: used for sampling and evaluation
-        "model_raw": result.model.state_dict(),
-        "process": result.process.state_dict(),
-        "history": result.history,
-        **extra,
-    }
-
-
-def load_trained(ckpt: dict, device: torch.device, expect=None):
-    """Rebuild (run config, EMA model in eval mode, process) from a model.pt dict.
-
-    expect: (run name, one example's shape, checkpoint path, data file path) the caller needs; a
-    checkpoint of another run is refused naming the checkpoint, data of another shape naming the
-    data file, before anything is computed or written.
-    """
-    run = RunConfig.from_dict(ckpt["config"])
-    if expect is not None:
-        name, shape, path, data_path = expect
-        if run.name != name:
-            raise InputError(f"checkpoint {str(path)!r} is of run {run.name!r}, not of run {name!r}; "
-                             f"give run {name!r}'s own model.pt (its train stage writes it)")
-        if tuple(ckpt["data_shape"]) != tuple(shape):
-            raise InputError(f"data file {str(data_path)!r} holds examples of shape {tuple(shape)}, but run {name}'s "
-                             f"checkpoint {str(path)!r} was trained on shape {tuple(ckpt['data_shape'])}; give the "
-                             f"data the run was trained on (its prepare stage writes it)")
-    try:
-        model = families.build_model(run, tuple(ckpt["data_shape"]))
-        model.load_state_dict(ckpt["model"])
-        process = families.build_process(run.diffusion, run.dataset.data_type, run.dataset.levels,
-                                         run.dataset.image_convention)
-        process.load_state_dict(ckpt["process"])
-        process.to(device)
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise InputError(f"checkpoint for run {run.name!r} does not match its own config ({exc})") from None
-    return run, model.to(device).eval(), process

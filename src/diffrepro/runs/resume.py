@@ -17,11 +17,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .io import InputError, load_torch, save_torch
+from ..io import InputError, load_torch, save_torch
 
-LOG = logging.getLogger("diffrepro.resume")
+LOG = logging.getLogger("diffrepro.runs.resume")
 
 
 def digest(**parts) -> str:
