@@ -68,7 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="digits-cpu")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--batch", type=int, help="training, sampling and bound batch (default: the run's train.batch_size)")
+    ap.add_argument("--batch", type=int,
+                    help="training, sampling and bound batch (default: the run's train.batch_size)")
     ap.add_argument("--sample-steps", type=int, default=20, help="reverse steps timed per sampling repeat")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds before the timed ones")
@@ -372,7 +373,8 @@ def run_benchmark(args) -> dict:
     times = tr["times"]
     out.update({
         "train_step_ms": 1e3 * tr["step"], "net_fwd_bwd_ms": 1e3 * tr["fwd_bwd"],
-        "train_overhead": tr["ratio:step/fwd_bwd"], "train_overhead_range": _ratio_range(times["step"], times["fwd_bwd"]),
+        "train_overhead": tr["ratio:step/fwd_bwd"],
+        "train_overhead_range": _ratio_range(times["step"], times["fwd_bwd"]),
         "adam_step_ms": 1e3 * tr["adam"],
         "train_overhead_without_adam": statistics.median((a - o) / b for a, b, o in
                                                          zip(times["step"], times["fwd_bwd"], times["adam"])),

@@ -385,7 +385,8 @@ def parse_params(raw: Any, source: str = "params") -> Params:
     datasets = {}
     for name, d in raw["datasets"].items():
         opts = {k: v for k, v in d.items() if k not in DATASET_KEYS}
-        datasets[name] = DatasetConfig(name=name, kind=d["kind"], options=opts, classifier=dict(d.get("classifier", {})),
+        datasets[name] = DatasetConfig(name=name, kind=d["kind"], options=opts,
+                                       classifier=dict(d.get("classifier", {})),
                                        feature_space=d.get("feature_space", "domain"),
                                        inception_weights=d.get("inception_weights"),
                                        image_convention=d.get("image_convention", "ddpm"))

@@ -362,7 +362,8 @@ class SpacedDiffusion(GaussianDiffusion):
         kept = np.asarray(use_timesteps, dtype=np.int64)
         if kept.ndim != 1 or len(kept) == 0 or np.any(np.diff(kept) <= 0) or kept[0] < 0 \
                 or kept[-1] >= base.num_timesteps:
-            raise ValueError(f"use_timesteps must rise strictly within 0..{base.num_timesteps - 1}; got {kept.tolist()}")
+            raise ValueError(f"use_timesteps must rise strictly within 0..{base.num_timesteps - 1}; "
+                             f"got {kept.tolist()}")
         # log(1 − β'_k) is the sum of log(1 − β) over the base steps S_{k−1}+1..S_k, kept whole in float64
         log_alphas = np.log1p(-base.forward_betas())
         starts = np.append(0, kept[:-1] + 1)

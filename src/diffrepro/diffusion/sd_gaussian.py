@@ -172,8 +172,8 @@ class SDGaussianDiffusion(GaussianReverse):
     def reverse_step(self, model, x_t, t, clip_denoised=None) -> ReverseStep:
         """float64 mean and log-variance of p(x_t | x_{t+1}) (see p_mean_variance)."""
         self._check_clip(clip_denoised, "SD-2015 Gaussian diffusion")
-        mean, logvar = self.p_mean_variance(model, x_t, t)
-        return ReverseStep(mean=mean, log_variance=logvar)
+        out = self.p_mean_variance(model, x_t, t)
+        return ReverseStep(mean=out["mean"], log_variance=out["log_variance"])
 
     # ----- forward process ------------------------------------------------------------------
     def prior_sample(self, shape, generator=None, device=None) -> torch.Tensor:
@@ -203,7 +203,8 @@ class SDGaussianDiffusion(GaussianReverse):
 
     # ----- reverse process ------------------------------------------------------------------
     def p_mean_variance(self, model, x_t, t, sched: SDSchedule | None = None, dtype=None):
-        """float64 (mean, log-variance) `[N x C x ...]` of p(x_{t} | x_{t+1}) for index t `[N]`.
+        """float64 {"mean", "log_variance"} `[N x C x ...]` of p(x_{t} | x_{t+1}) for index t `[N]` (a
+        dict, as GaussianDiffusion.p_mean_variance returns).
 
         Index 0 is the fixed first step N(sqrt(1 - β_1) x_1, β_1); the network's output is ignored
         there. `dtype` is what the network is fed (default: x_t's dtype).
@@ -218,12 +219,13 @@ class SDGaussianDiffusion(GaussianReverse):
         first = (t == 0).reshape(-1, *([1] * (x64.ndim - 1)))
         mean = torch.where(first, torch.sqrt(1.0 - beta) * x64, mean)
         logvar = torch.where(first, torch.log(beta).expand_as(logvar), logvar)
-        return mean, logvar
+        return {"mean": mean, "log_variance": logvar}
 
     def p_sample(self, model, x_t, t, generator=None, clip_denoised=None) -> torch.Tensor:
         """x_t ~ p(x_t | x_{t+1}) for index t `[N]` (index 0 gives x_0), in x_t's dtype."""
         self._check_clip(clip_denoised, "SD-2015 Gaussian diffusion")
-        mean, logvar = self.p_mean_variance(model, x_t, t)
+        out = self.p_mean_variance(model, x_t, t)
+        mean, logvar = out["mean"], out["log_variance"]
         noise = randn(x_t.shape, generator, x_t.device, dtype=torch.float64)
         return (mean + torch.exp(0.5 * logvar) * noise).to(x_t.dtype)
 
@@ -258,8 +260,8 @@ class SDGaussianDiffusion(GaussianReverse):
         x_{t+1} ~ q(x_{t+1} | x_0) reparameterised (gradients reach β)."""
         x_t = self._q_sample64(x_start, t, sched, generator=generator)
         q_mean, q_logvar = self.q_posterior_mean_variance(x_start, x_t, t, sched)
-        p_mean, p_logvar = self.p_mean_variance(model, x_t, t, sched, dtype=x_start.dtype)
-        return sum_flat(normal_kl(q_mean, q_logvar, p_mean, p_logvar))
+        p = self.p_mean_variance(model, x_t, t, sched, dtype=x_start.dtype)
+        return sum_flat(normal_kl(q_mean, q_logvar, p["mean"], p["log_variance"]))
 
     def training_loss(self, model, x_start, generator=None) -> torch.Tensor:
         """Unbiased one-sample estimate of -ELBO `[N]` nats (what the optimiser minimises):

@@ -175,7 +175,8 @@ def _read_checkpoint(path) -> dict:
     if path is None or not os.path.isfile(path):
         raise FileNotFoundError(f"feature extractor checkpoint not found: {path!r} "
                                 f"(write one with save_extractor)")
-    checkpoint = load_torch(path, "feature extractor", "a feature extractor checkpoint")  # tensors and plain values only: never runs code
+    # tensors and plain values only: never runs code
+    checkpoint = load_torch(path, "feature extractor", "a feature extractor checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path!r} is not a feature extractor checkpoint (format {CHECKPOINT_FORMAT!r})")
     _extractor_kind(checkpoint["kind"])

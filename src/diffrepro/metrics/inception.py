@@ -83,7 +83,8 @@ def convert_torchscript(path) -> dict:
     target = network().state_dict()
     convs = [k[:-len(".conv.weight")] for k in target if k.endswith(".conv.weight")]
     if len(blocks) != len(convs) or any(set(b) != {"weight", "beta", "mean", "var"} for b in blocks.values()):
-        raise InceptionError(f"{path}: {len(blocks)} blocks, not the FID Inception's {len(convs)} conv/batch-norm blocks")
+        raise InceptionError(f"{path}: {len(blocks)} blocks, not the FID Inception's {len(convs)} "
+                             f"conv/batch-norm blocks")
     out = {}
     for name, (module, block) in zip(convs, blocks.items()):
         if tuple(block["weight"].shape) != tuple(target[f"{name}.conv.weight"].shape):
@@ -117,7 +118,8 @@ def load_source(path=None) -> tuple[dict, dict]:
         from ..io import InputError, load_torch
 
         try:
-            state = load_torch(path, "Inception weights", "an Inception weights file")  # tensors and plain values only: never runs code
+            # tensors and plain values only: never runs code
+            state = load_torch(path, "Inception weights", "an Inception weights file")
         except InputError as err:
             raise InceptionError(str(err)) from None
         fmt = "torch-fidelity state dict"

@@ -75,7 +75,8 @@ def peek_checkpoint_run(path) -> str:
                              f"loaded") from None
         raise InputError(f"checkpoint {str(path)!r} is corrupt or not a diffrepro checkpoint "
                          f"({type(exc).__name__}: {exc})") from None
-    run = ckpt.get("config", {}).get("name") if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) else None
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    run = config.get("name") if isinstance(config, dict) else None
     if not isinstance(run, str) or "model" not in ckpt:
         raise InputError(f"checkpoint {str(path)!r} is not a diffrepro checkpoint: it lacks the keys config, model")
     return run

@@ -56,7 +56,8 @@ def run(args, params, device):
     gen = torch.Generator(device=device).manual_seed(seed)
     # each finished test batch is kept until nll.json is written: a killed job resumes after it
     parts = Parts(Path(args.metrics).with_name("nll_parts"),
-                  digest(run=cfg.name, batch_size=cfg.eval.batch_size, seed=seed, device=device.type, model=trained.digest,
+                  digest(run=cfg.name, batch_size=cfg.eval.batch_size, seed=seed, device=device.type,
+                         model=trained.digest,
                          x=x_test))
     res = evaluate_bound(process, model, x_test, batch_size=cfg.eval.batch_size, generator=gen, device=device,
                          desc=f"bound {cfg.name}", parts=parts, label=f"run {cfg.name!r}, stage nll")
@@ -69,7 +70,8 @@ def run(args, params, device):
     total = to_unit(res["total"])
     metrics = {
         "unit": unit, "n": int(len(x_test)), "timesteps": int(process.num_timesteps), "dims": dims,
-        "nll": float(total.mean()), "nll_stderr": float(total.std(ddof=1) / np.sqrt(len(total))) if len(total) > 1 else 0.0,
+        "nll": float(total.mean()),
+        "nll_stderr": float(total.std(ddof=1) / np.sqrt(len(total))) if len(total) > 1 else 0.0,
         "prior": float(to_unit(res["prior"]).mean()),
         "decoder": float(to_unit(res["terms"][:, 0]).mean()),
         "kl_sum": float(to_unit(res["terms"][:, 1:].sum(axis=1)).mean()),

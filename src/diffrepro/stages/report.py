@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..diffusion.families import family
 from ..io import load_csv, load_json, save_csv, save_figure, save_text
+from ..tables.collect import HEADLINE_COLUMNS, report_collect, run_metrics
 from ..tables.compare_plots import bound_terms_figure
 from ..tables.paper import PAPER_FIGURES, PAPER_UNITS
 from ..wiring import pipeline
@@ -19,7 +20,7 @@ LOG = logging.getLogger("diffrepro.report")
 def gather(params, runs_dir: Path) -> pd.DataFrame:
     """One row per run: every scalar of each collected metrics file, as `<stage>.<key>`; where a
     run's file lies under `runs_dir` comes from the pipeline declaration."""
-    collect = pipeline.report_collect()
+    collect = report_collect()
 
     def load(stage, output, name):
         return load_json(pipeline.collected_file(collect, runs_dir, stage, output, name),
@@ -28,7 +29,7 @@ def gather(params, runs_dir: Path) -> pd.DataFrame:
     rows = []
     for name, run in params.runs.items():
         rows.append({"run": name, "dataset": run.dataset.name, "family": run.diffusion.family,
-                     "T": run.diffusion.timesteps, "model": run.model.name, **pipeline.run_metrics(load, name)})
+                     "T": run.diffusion.timesteps, "model": run.model.name, **run_metrics(load, name)})
     return pd.DataFrame(rows)
 
 
@@ -43,7 +44,8 @@ def paper_table(params, frame: pd.DataFrame) -> pd.DataFrame:
             unit = PAPER_UNITS.get(key)
             if unit and metric.startswith("K") and r.get("nll.unit") != unit:  # another scale: not beside it
                 ours, source = None, f"{source}; this run reports {r.get('nll.unit')}: set image_convention: sd2015"
-            rows.append({"run": r["run"], "metric": metric, "paper": figure, "ours": ours, "setting": family(run.diffusion.family).setting(run),
+            rows.append({"run": r["run"], "metric": metric, "paper": figure, "ours": ours,
+                         "setting": family(run.diffusion.family).setting(run),
                          "source": source})
     return pd.DataFrame(rows, columns=["run", "metric", "paper", "ours", "setting", "source"])
 
@@ -65,12 +67,8 @@ def _md(frame: pd.DataFrame) -> str:
 
 def run(args, params, device):
     frame = gather(params, Path(args.runs_dir))
-    collect = pipeline.report_collect()
-    headline_cols = ["run", "dataset", "family", "T", "train.steps", "train.train_wall_s", "train.final_loss",
-                     "nll.nll", "nll.unit", "nll.levels", "nll.K_minus_L_null", "nll.nll_categorical",
-                     "nll.gain_over_categorical", "fid.fid", "fid.feature_space", "fid.fid_floor_train_vs_test",
-                     "fid.kid", "fid.n", "fid.fid_vs_train", "fid.n_train_ref", "parzen.ll_bits", "parzen.ll_bits_se",
-                     "parzen.ll_bits_train_kernels", "parzen.n_samples", "inpaint.mse_right_half"]
+    collect = report_collect()
+    headline_cols = ["run", "dataset", "family", "T", *HEADLINE_COLUMNS]
     headline = frame[[c for c in headline_cols if c in frame.columns]]
     text = ["# diffrepro metrics", "", "One row per run (full columns in metrics.csv). NLL is the variational bound",
             "on the test set over all T terms, beside SD-2015's L_null and, for images, an independent",
@@ -87,7 +85,8 @@ def run(args, params, device):
     curves = []  # every run's bound terms (and rate-distortion) on one picture
     for name in params.runs:
         path = pipeline.collected_file(collect, Path(args.runs_dir), "nll", "terms", name)
-        curves.append((name, frame.loc[frame["run"] == name, "nll.unit"].iloc[0], load_csv(path, f"bound terms of {name!r}")))
+        unit = frame.loc[frame["run"] == name, "nll.unit"].iloc[0]
+        curves.append((name, unit, load_csv(path, f"bound terms of {name!r}")))
     save_figure(args.bound_plot, bound_terms_figure(curves))
     save_text(args.md, "\n".join(text))
     LOG.info("report: %d runs -> %s", len(frame), args.csv)

@@ -49,7 +49,8 @@ def run(args, params, device):
     data_type = run_cfg.dataset.data_type
     frames = progressive(process, model, (8 if data_type == "image" else 500, *shape), generator=gen, device=device)
     if data_map.continuous:
-        frames = [(t, data_map.from_process(x), None if x0 is None else data_map.from_process(x0)) for t, x, x0 in frames]
+        frames = [(t, data_map.from_process(x), None if x0 is None else data_map.from_process(x0))
+                  for t, x, x0 in frames]
     progressive_panel(args.progressive, frames, data_type, f"{cfg.name}: along the reverse chain")
     parts.clear()
     LOG.info("%s: %d samples of shape %s", cfg.name, len(x), shape)

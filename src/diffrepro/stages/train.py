@@ -44,7 +44,8 @@ def run(args, params, device):
     metrics = {
         "steps": cfg.train.steps, "final_loss": float(tail), "params": count_parameters(result.model),
         "train_wall_s": round(result.wall_s, 2), "resumed_from_step": result.resumed_from,
-        "examples_per_s": round(result.steps_run * min(cfg.train.batch_size, len(x_train)) / max(result.wall_s, 1e-9), 1),
+        "examples_per_s": round(result.steps_run * min(cfg.train.batch_size, len(x_train))
+                                / max(result.wall_s, 1e-9), 1),
         "device": device.type,
     }
     save_json(args.metrics, metrics)

@@ -22,22 +22,9 @@ import pandas as pd
 import yaml
 
 from ..wiring import pipeline
+from .collect import HEADLINE, run_metrics
 
 FORMATS = ("md", "csv", "html")
-# the figures shown for every row: (stage, key) -> column
-HEADLINE = (
-    ("nll", "nll", "bound"), ("nll", "nll_stderr", "bound ±"), ("nll", "unit", "unit"), ("nll", "levels", "levels"),
-    ("nll", "K_minus_L_null", "gain over L_null"), ("nll", "gain_over_categorical", "gain over categorical"),
-    ("fid", "fid", "FID"), ("fid", "feature_space", "feature space"), ("fid", "n", "FID n"),
-    ("fid", "fid_floor_train_vs_test", "FID floor"), ("fid", "kid", "KID"), ("fid", "kid_std", "KID ±"),
-    ("fid", "fid_vs_train", "FID vs train"), ("fid", "n_train_ref", "vs train n"),
-    ("parzen", "ll_bits", "Parzen bits"), ("parzen", "ll_bits_se", "Parzen ±"),
-    ("parzen", "ll_bits_train_kernels", "Parzen, train kernels"),
-    ("inpaint", "mse_right_half", "inpaint MSE"), ("train", "train_wall_s", "train s"),
-    ("train", "steps", "train steps"),
-)
-
-
 class CompareError(RuntimeError):
     """A source that cannot be read (unknown revision, not a git or DVC repository)."""
 
@@ -132,7 +119,7 @@ def rows_of(source: Source, params_file: str = "params.yaml") -> list:
 
     rows = []
     for run, spec in (params.get("runs") or {}).items():
-        metrics = pipeline.run_metrics(load, run)
+        metrics = run_metrics(load, run)
         rows.append({"source": source.name, "kind": source.kind, "run": run, "dataset": spec.get("dataset"),
                      "family": spec.get("diffusion", {}).get("family"), "settings": run_settings(params, run),
                      "metrics": metrics, "read": source.read})

@@ -25,7 +25,8 @@ def bound_terms_figure(curves: list):
     import matplotlib.pyplot as plt
 
     units = list(dict.fromkeys(unit for _, unit, _ in curves))
-    rd_units = [u for u in units if any(unit == u and {"rate", "distortion"} <= set(f.columns) for _, unit, f in curves)]
+    rd_units = [u for u in units
+                if any(unit == u and {"rate", "distortion"} <= set(f.columns) for _, unit, f in curves)]
     ncols = len(units) + len(rd_units)
     fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 3.8), squeeze=False)
     for ax, unit in zip(axes[0], units):

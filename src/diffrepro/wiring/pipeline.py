@@ -196,28 +196,6 @@ def collected_file(coll: Collect, folder, stage_name: str, output: str, run: str
     return Path(folder) / fill(template[len(prefix):], run=run)
 
 
-def report_collect() -> Collect:
-    """The report's input: every run's collected outputs."""
-    return next(i for i in stage("report").inputs if isinstance(i, Collect))
-
-
-def run_metrics(load, run: str) -> dict:
-    """Every scalar of one run's collected metrics files, as {"<stage>.<key>": value}.
-
-    load(stage, output, run) returns that metrics file's mapping (or None where it is missing): the
-    report reads them from its runs folder, `compare` from a workspace, revision or experiment.
-    """
-    found = {}
-    for stage_name, output in report_collect().outputs:
-        if stage(stage_name).output(output).role != "metric":
-            continue
-        data = load(stage_name, output, run)
-        if isinstance(data, dict):
-            found.update({f"{stage_name}.{k}": v for k, v in data.items()
-                          if isinstance(v, (int, float, str)) and not isinstance(v, bool)})
-    return found
-
-
 def check_declaration() -> None:
     """Internal consistency: names unique, inputs name real outputs, templates use their wildcard only."""
     seen = set()
