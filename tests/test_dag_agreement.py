@@ -124,6 +124,37 @@ def test_code_deps_follow_imports():
     assert [n for n, d in deps.items() if src + "wiring/pipeline.py" in d] == ["report"]
 
 
+def test_code_deps_equal_an_independent_import_scan():
+    """codedeps (an AST walk) against Python's own bytecode scanner (modulefinder, which also sees
+    imports inside functions), stage by stage: the same files but for the two documented rules."""
+    import ast
+    import modulefinder
+
+    from diffrepro.nets import NETS
+    from diffrepro.wiring import codedeps, pipeline
+
+    src = ROOT / "src"
+
+    def scanned(*modules) -> set:
+        finder = modulefinder.ModuleFinder(path=[str(src)])  # the package only: third-party imports stop there
+        for module in modules:
+            finder.import_hook(module)
+        return {codedeps.source_path(m) for m in finder.modules
+                if m.split(".")[0] == "diffrepro" and codedeps.module_file(m) is not None}
+
+    for st in pipeline.STAGES:
+        expected = scanned(st.module, *codedeps.HARNESS)
+        # rule 1: a registry that imports by name (nets.NETS) counts wherever the network is built
+        if "src/diffrepro/build.py" in expected:
+            expected |= scanned(*{module for module, _ in NETS.values()})
+        # rule 2: the params check asks the declaration only for stage names: no stage's dependency
+        # through the harness, the report's through its own import
+        own = ast.parse((src / (st.module.replace(".", "/") + ".py")).read_text())
+        if not any(isinstance(node, ast.ImportFrom) and "wiring" in (node.module or "") for node in ast.walk(own)):
+            expected -= {"src/diffrepro/wiring/pipeline.py", "src/diffrepro/wiring/__init__.py"}
+        assert set(codedeps.stage_code(st.module)) == expected, st.name
+
+
 def test_code_deps_see_lazy_imports_and_registries(tmp_path, monkeypatch):
     from diffrepro.wiring import codedeps
 

@@ -185,6 +185,80 @@ def test_a_code_edit_reruns_the_same_jobs_in_both_engines(project, runs):
             undo()
 
 
+def _jobs(raw: dict) -> dict:
+    """{stage: its job names as the engines spell them (`train@toyroll-ddpm`, `report`)}."""
+    from diffrepro.wiring import pipeline
+
+    keys = {"run": list(raw["runs"]), "dataset": list(raw["datasets"]), None: [None]}
+    return {st.name: {st.name if k is None else f"{st.name}@{k}" for k in keys[st.wildcard]}
+            for st in pipeline.STAGES}
+
+
+def _downstream(raw: dict, stale: set) -> set:
+    """`stale` and every job that reads, directly or not, an output of one of them (the declaration's
+    inputs: a run's stages read its own run's and its dataset's outputs; the report every run's)."""
+    from diffrepro.wiring import pipeline
+
+    def inputs_of(st, key):
+        found = set()
+        for inp in st.inputs:
+            if isinstance(inp, pipeline.Input):
+                producer = pipeline.stage(inp.stage)
+                found.add(producer.name if producer.wildcard is None else
+                          f"{producer.name}@{key if producer.wildcard == st.wildcard else raw['runs'][key]['dataset']}")
+            else:
+                found |= {f"{s}@{run}" for s, _ in inp.outputs for run in raw["runs"]}
+        return found
+
+    graph = {job: inputs_of(pipeline.stage(name), job.partition("@")[2] or None)
+             for name, jobs in _jobs(raw).items() for job in jobs}
+    result, grew = set(stale), True
+    while grew:
+        grew = False
+        for job, needs in graph.items():
+            if job not in result and needs & result:
+                result.add(job)
+                grew = True
+    return result
+
+
+def test_every_module_edit_makes_exactly_its_importers_stale(project):
+    """Each module of the package, edited (a function appended): DVC names exactly the jobs of the
+    stages whose code imports it (codedeps, itself checked against Python's import scanner in
+    test_dag_agreement.py); Snakemake, for one module of each distinct set of such stages, those
+    jobs and every job after them. The wiring (cli, engines, codedeps, sync, checks) stales nothing."""
+    from dvc.repo import Repo
+
+    from diffrepro.wiring import codedeps, pipeline
+
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    jobs = _jobs(raw)
+    repo = Repo(str(project))
+    patterns = {}
+    files = sorted((project / "src" / "diffrepro").rglob("*.py"))
+    assert len(files) > 50
+    for path in files:
+        rel = path.relative_to(project).as_posix()
+        stages = frozenset(st.name for st in pipeline.STAGES if rel in codedeps.stage_code(st.module))
+        expected = set().union(set(), *(jobs[s] for s in stages))
+        undo = _edit(path, "\n\ndef _added_helper():\n    return 1\n")
+        try:
+            assert {name.rsplit(":", 1)[-1] for name in repo.status()} == expected, rel  # path/dvc.yaml:stage
+        finally:
+            undo()
+        patterns.setdefault(stages, path)
+    assert frozenset() in patterns and frozenset({"report"}) in patterns and len(patterns) >= 6
+    for stages, path in patterns.items():
+        undo = _edit(path, "\n\ndef _added_helper():\n    return 1\n")
+        try:
+            pending = snakemake_pending(project)
+        finally:
+            undo()
+        direct = set().union(set(), *(jobs[s] for s in stages))
+        assert pending == _downstream(raw, direct), path
+    assert dvc_changed(project) == set() and snakemake_pending(project) == set()
+
+
 @pytest.mark.parametrize("section, key, value, dvc_expected, smk_expected", [
     # the bound walks all T steps per example: an FID sample count never re-runs it
     ("eval", "fid_n", 48, {"fid"}, {"fid"}),

@@ -1,10 +1,11 @@
 """The one process protocol: what DDPM's Gaussian, SD-2015's Gaussian and SD-2015's binomial
 processes all offer, with the same method names, signatures and typed results.
 
-Sampling, inpainting, denoising (sampling.py), the bound (stages/nll.py), training (training.py)
-and the report call only these methods; which process a run uses is chosen in one place,
-the builder (build.py; what each family takes: families.py). Conventions: `t` is a LongTensor `[N]` of 0-based step
-indices 0..T-1 (index i is the paper's step i + 1); log-likelihoods are in nats.
+Sampling, inpainting, denoising (runs/sampling.py), the bound (stages/nll.py), training
+(runs/training.py) and the report call only these methods; which process a run uses is chosen in
+one place, the builder (build.py; what each family takes: diffusion/families.py). Conventions: `t`
+is a LongTensor `[N]` of 0-based step indices 0..T-1 (index i is the paper's step i + 1);
+log-likelihoods are in nats.
 """
 from __future__ import annotations
 
