@@ -121,7 +121,8 @@ def test_fid_and_kid_grow_with_corruption(digits_extractor):
     for name, c in corrupted.items():
         other = fid_kid(a, c, digits_extractor["path"], kid_subsets=KID_SUBSETS)
         assert other["fid"] > 2 * same["fid"], name
-        assert other["kid_mean"] > same["kid_mean"] + 3 * other["kid_std"], name
+        # kid_std is the spread of the KID_SUBSETS subset estimates: the mean's standard error is std/√subsets
+        assert other["kid_mean"] > same["kid_mean"] + 3 * other["kid_std"] / np.sqrt(KID_SUBSETS), name
 
 
 def test_fid_kid_is_deterministic_given_seed(digits_extractor):
