@@ -204,7 +204,7 @@ def test_a_job_refused_under_snakemake_keeps_the_earlier_outputs(tmp_path):
     target = "results/runs/toyroll-ddpm/model.pt"
     smk = [str(BIN / "snakemake"), "--cores", "2", target]
     assert subprocess.run(smk, cwd=tmp_path, env=ENV, capture_output=True).returncode == 0
-    outputs = {p: p.read_bytes() for p in (tmp_path / "results" / "runs" / "toyroll-ddpm").iterdir()}
+    outputs = {p: p.read_bytes() for p in (tmp_path / "results" / "runs" / "toyroll-ddpm").rglob("*") if p.is_file()}
     data = tmp_path / "results" / "data" / "toyroll" / "train.npz"
     arrays = dict(np.load(data))
     good = arrays["x"].copy()

@@ -90,7 +90,7 @@ def test_snakemake_and_dvc_agree(tmp_path, config):
     assert {n.split("@")[0] for n in smk} == set(pipeline.STAGE_NAMES)
     raw = yaml.safe_load(CONFIGS[config].read_text())
     # the report; prepare, features, reference per dataset; 6 per run
-    assert len(smk) == 1 + 3 * len(raw["datasets"]) + 6 * len(raw["runs"])
+    assert len(smk) == 1 + 3 * len(raw["datasets"]) + 7 * len(raw["runs"])
     # every path a command names is an input or output of its job: no stage composes another's file name
     for name, job in smk.items():
         words = job["command"].split()

@@ -19,16 +19,18 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from .conftest import BIN, TINY_PARAMS, copy_pipeline_files
 
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_WAIT_POLICY": "PASSIVE"}
-DETERMINISTIC = ("nll.json", "fid.json", "parzen.json", "inpaint.json")
+DETERMINISTIC = ("nll.json", "fid.json", "parzen.json", "inpaint.json", "curve.csv")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-RUN_STAGES = ("train", "sample", "inpaint", "nll", "fid", "parzen")
+RUN_STAGES = ("train", "sample", "inpaint", "nll", "fid", "curve", "parzen")
 
 
 def sh(*cmd, cwd):
@@ -107,7 +109,15 @@ def test_snakemake_builds_every_output(project, runs):
         assert all(v == 0.0 for k, v in inpaint.items() if k.startswith("known_max_abs_err")), inpaint
         assert (project / "logs" / "train" / f"{run}.log").read_text().strip()
         assert (project / "results" / "benchmarks" / "train" / f"{run}.tsv").exists()
-        assert not (project / "results" / "runs" / run / "train_state.pt").exists()
+        # the finished state is kept (a longer run continues from it); so are the curve's rows
+        state = torch.load(project / "results" / "runs" / run / "train_state.pt", weights_only=True)
+        assert state["step"] == params["runs"][run]["train"]["steps"]
+        curve = pd.read_csv(project / "results" / "runs" / run / "curve.csv")
+        kept = params["runs"][run]["train"].get("keep_steps", [])
+        assert list(curve["step"]) == sorted(kept) + [params["runs"][run]["train"]["steps"]]
+        assert np.isfinite(curve[["fid", "nll"]].to_numpy()).all()
+        for name in ("curve.png", "training_samples.png"):
+            assert (project / "results" / "runs" / run / name).read_bytes()[:8] == PNG_MAGIC
     # no honest bound on heartbeat data lies below its true entropy, log2 5 bits/seq
     beat = json.loads((project / "results" / "runs" / "beat-sd" / "nll.json").read_text())
     assert beat["unit"] == "bits/seq" and beat["nll"] >= math.log2(5) - 3 * beat["nll_stderr"]
@@ -266,7 +276,9 @@ def test_every_module_edit_makes_exactly_its_importers_stale(project):
     ("eval", "parzen_n", 48, {"parzen"}, {"parzen"}),
     # more samples: sample and what reads samples.npz, never inpainting
     ("sample", "n", 48, {"sample"}, {"sample", "fid", "parzen"}),
-    ("sample", "steps", 10, {"sample", "inpaint"}, {"sample", "inpaint", "fid", "parzen"}),
+    # the reverse walk: sample, inpaint and the curve's samples, never the bound
+    ("sample", "steps", 10, {"sample", "inpaint", "curve"}, {"sample", "inpaint", "fid", "parzen", "curve"}),
+    ("eval", "curve_fid_n", 8, {"curve"}, {"curve"}),
 ])
 def test_a_stage_reruns_only_for_the_params_it_reads(project, section, key, value, dvc_expected, smk_expected):
     run = "digits-tiny"

@@ -24,13 +24,14 @@ X = np.random.default_rng(0).standard_normal((256, 2)).astype(np.float32)
 
 
 def test_train_is_prepare_then_train_step_and_records_the_mean_of_each_steps_loss():
-    run = _run(steps=25, checkpoint_every=1000)
+    run = _run(steps=25, checkpoint_every=1000, log_every=10)
     loop = training.prepare(run, X, device=torch.device("cpu"), seed=5)
     loop.model.train()
     per_step = [training.train_step(loop, step).item() for step in range(25)]
     result = training.train(run, X, device=torch.device("cpu"), seed=5, show_progress=False)
     assert result.history["step"] == [10, 20, 25]
     assert result.history["loss"] == [float(np.mean(per_step[a:b])) for a, b in ((0, 10), (10, 20), (20, 25))]
+    assert result.final_loss == pytest.approx(float(np.mean(per_step)), rel=1e-12)  # the last (up to 100) steps
     for name, value in result.model.state_dict().items():
         assert torch.equal(value, loop.model.state_dict()[name]), name
 
@@ -43,3 +44,22 @@ def test_a_non_finite_loss_names_its_first_step_and_saves_no_state_after_it(tmp_
                                            r"model.pt is not written and no resumable state was saved yet"):
         training.train(run, X, device=torch.device("cpu"), seed=0, state_path=state, show_progress=False)
     assert not state.exists()
+
+
+def test_a_finished_state_is_continued_only_with_the_same_data_code_and_settings(tmp_path):
+    state = tmp_path / "train_state.pt"
+    run = _run(steps=20, checkpoint_every=1000, log_every=10)
+    training.train(run, X, device=torch.device("cpu"), seed=5, state_path=state, show_progress=False,
+                   code_digest="code-a")
+    cpu = torch.device("cpu")
+
+    def start(run, x=X, code="code-a", seed=5):
+        return training.prepare(run, x, device=cpu, seed=seed, state_path=state, code_digest=code).start_step
+
+    assert start(_run(steps=50, checkpoint_every=1000, log_every=10, keep_steps=(30,))) == 20  # longer: continue
+    assert start(run) == 20                          # the same length: nothing left to train
+    assert start(run, x=X + 1.0) == 0                # other training data of the same shape
+    assert start(run, code="code-b") == 0            # other training code
+    assert start(run, seed=6) == 0
+    assert start(_run(steps=50, checkpoint_every=1000, log_every=10, lr=2e-3)) == 0
+    assert start(_run(steps=10, checkpoint_every=1000, log_every=10)) == 0  # shorter than the state

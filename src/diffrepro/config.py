@@ -100,6 +100,11 @@ class TrainConfig:
     hflip: bool = False             # random horizontal flips (images only)
     processes: int = 1              # training processes (torchrun, DDP), each a batch_size/processes slice
     compile: bool = False           # torch.compile the network for training (for CUDA; the CPU needs a C++ compiler)
+    log_every: int = 100            # a row of loss.csv (rewritten live) and a log line with rate and ETA every N steps
+    sample_every: int = 0           # a row of training_samples.png from the EMA every N steps; 0: at the end only
+    keep_steps: tuple = ()          # steps whose EMA weights are kept (checkpoints folder; the curve stage scores them)
+    init_from: str | None = None    # start from another run's model.pt (its name) or a model.pt path: its EMA weights
+    logger: str = "csv"             # csv (loss.csv alone), or dvclive too (`dvc exp show` sees the live step and loss)
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,8 @@ class EvalConfig:
     fid_n: int = 500                # images per side in FID/KID (compare only at equal counts)
     parzen_n: int = 1000            # test images the Parzen-window estimate scores (image runs; at most the test set)
     batch_size: int = 500
+    curve_fid_n: int = 200          # curve stage: samples per kept checkpoint scored by FID against the test set
+    curve_nll_n: int = 100          # curve stage: test examples in each kept checkpoint's bound
 
 
 @dataclass(frozen=True)
@@ -160,7 +167,7 @@ class RunConfig:
             dataset=DatasetConfig(**d["dataset"]),
             model=ModelConfig(**d["model"]),
             diffusion=DiffusionConfig(**d["diffusion"]),
-            train=TrainConfig(**d["train"]),
+            train=TrainConfig(**{**d["train"], "keep_steps": tuple(d["train"].get("keep_steps", ()))}),
             sample=SampleConfig(**d["sample"]),
             inpaint=InpaintConfig(**{**d["inpaint"], "masks": tuple(d["inpaint"]["masks"])}),
             eval=EvalConfig(**d["eval"]),
@@ -302,6 +309,7 @@ def _check_references(raw: dict, source: str) -> None:
                               f"{', '.join(f for f, fam in FAMILIES.items() if data_type in fam.data_types)}")
         _check_family_options(run, where, data_type, source)
         _check_processes(run, where, source)
+        _check_train_record(run_name, run, raw, source)
         convention = raw["datasets"][run["dataset"]].get("image_convention", "ddpm")
         if run.get("sample", {}).get("clip_denoised") and convention != "ddpm":
             raise ParamsError(f"{source}: {where}.sample.clip_denoised = true clamps x0 to [-1, 1], but dataset "
@@ -321,6 +329,28 @@ def _check_processes(run: dict, where: str, source: str) -> None:
     if batch % processes:
         raise ParamsError(f"{source}: {where}.train.batch_size = {batch} cannot be split evenly over "
                           f"{where}.train.processes = {processes}; allowed: a batch_size divisible by {processes}")
+
+
+def _check_train_record(name: str, run: dict, raw: dict, source: str) -> None:
+    """keep_steps within the run, init_from another run or a file, the dvclive logger installed."""
+    where, train = f"runs.{name}", run["train"]
+    late = [s for s in train.get("keep_steps", ()) if s > train["steps"]]
+    if late:
+        raise ParamsError(f"{source}: {where}.train.keep_steps holds {late[0]}, past {where}.train.steps = "
+                          f"{train['steps']}; allowed: steps 1 to {train['steps']}")
+    init = train.get("init_from")
+    if init == name:
+        raise ParamsError(f"{source}: {where}.train.init_from = {init!r} names the run itself; allowed: another "
+                          f"run ({', '.join(r for r in raw['runs'] if r != name) or 'none'}) or a model.pt path")
+    if init is not None and init not in raw["runs"] and not init.endswith(".pt"):
+        raise ParamsError(f"{source}: {where}.train.init_from = {init!r} is neither a run nor a .pt file; allowed: "
+                          f"{', '.join(r for r in raw['runs'] if r != name) or 'no other run'}, or a model.pt path")
+    if train.get("logger") == "dvclive":
+        import importlib.util
+
+        if importlib.util.find_spec("dvclive") is None:
+            raise ParamsError(f"{source}: {where}.train.logger = 'dvclive' needs the dvclive package "
+                              f"(pip install dvclive); allowed without it: csv")
 
 
 def _check_family_options(run: dict, where: str, data_type: str, source: str) -> None:
@@ -402,7 +432,7 @@ def parse_params(raw: Any, source: str = "params") -> Params:
             dataset=datasets[r["dataset"]],
             model=models[r["model"]],
             diffusion=DiffusionConfig(**r["diffusion"]),
-            train=TrainConfig(**r["train"]),
+            train=TrainConfig(**{**r["train"], "keep_steps": tuple(r["train"].get("keep_steps", ()))}),
             sample=SampleConfig(**r.get("sample", {})),
             inpaint=InpaintConfig(**inpaint),
             eval=EvalConfig(**r.get("eval", {})),

@@ -36,6 +36,7 @@ try:  # YAML, the schema (workflow/schemas/params.schema.json), cross-references
     PARAMS = parse_params(_raw, source=PARAMS_FILE)
     checks.check_local_inputs(PARAMS)  # local data roots / weights / data files hold what they should
     checks.check_existing_checkpoints(_raw)  # a run's model.pt on disk is that run's, and readable
+    checks.check_init_sources(_raw)  # train.init_from: the model.pt it names is on disk
 except (ParamsError, InputError) as exc:  # one line naming the key or file, not a stack: nothing has run yet
     print(f"diffrepro: error: {exc}", file=sys.stderr)
     sys.exit(1)
@@ -43,6 +44,15 @@ config.clear()
 config.update(_raw)
 
 THREADS = PARAMS.threads
+
+# Several jobs at once share one terminal: their progress is whole lines (one per 10% or 30 s, each
+# naming its job) instead of live bars that would overwrite each other; the rule logs get lines too.
+try:
+    _jobs_at_once = (workflow.global_resources["_cores"].value or 1) // max(THREADS, 1)
+except (KeyError, AttributeError, TypeError):
+    _jobs_at_once = 1
+if _jobs_at_once > 1:
+    os.environ.setdefault("DIFFREPRO_PROGRESS", "lines")
 RUNS = list(PARAMS.runs)
 DATASETS = list(PARAMS.datasets)
 

@@ -21,15 +21,17 @@ def rule_outputs(st):
     Every output is flagged `update`: Snakemake then neither deletes it before the job runs nor
     after the job fails, and puts the previous version back if the job fails. The stages write
     each output atomically on success, so a refused or crashed job leaves the last good results as
-    they were."""
+    they were; and what a stage continues from (the train stage's state and kept checkpoints,
+    `persist` in the declaration, DVC's `persist: true`) is there when it re-runs."""
     outs = {}
     for out in st.outputs:
+        path = directory(out.path) if out.directory else out.path
         if out.report:
-            outs[out.name] = update(report(out.path, caption=f"../report/{st.name}-{out.name}.rst",
+            outs[out.name] = update(report(path, caption=f"../report/{st.name}-{out.name}.rst",
                                            category=out.report,
                                            subcategory=f"{{{st.wildcard}}}" if st.wildcard else "all runs"))
         else:
-            outs[out.name] = update(out.path)
+            outs[out.name] = update(path)
     return outs
 
 

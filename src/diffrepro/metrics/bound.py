@@ -14,10 +14,22 @@ import logging
 import numpy as np
 import torch
 
-from ..diffusion.likelihood import discretized_gaussian_log_likelihood
-from ..runtime import progress
+from ..diffusion.likelihood import UNITS, discretized_gaussian_log_likelihood, to_bits
+from ..runtime import ChunkClock, progress
 
 LOG = logging.getLogger("diffrepro.bound")
+
+
+def bound_unit(data_type: str, data_map, example_shape) -> tuple:
+    """(unit, to_unit): the unit a run's bound is stated in and nats per example -> that unit. Images:
+    bits/dim (DDPM's discretised decoder), or bits/pixel of the dequantised unit-variance density for a
+    data set of SD-2015's image convention (the colour channels of a pixel summed); points: bits per
+    example; binary sequences: bits per sequence."""
+    dims = int(np.prod(example_shape))
+    if data_map is not None and data_map.continuous:
+        pixels = int(np.prod(example_shape[1:]))
+        return "bits/pixel", lambda nats: to_bits(nats, "points", 1) / pixels
+    return UNITS[data_type], lambda nats: to_bits(nats, data_type, dims)
 
 
 def l_null_nats(x_train: np.ndarray, x_eval: np.ndarray, data_type: str, levels: int = 256) -> np.ndarray:
@@ -57,7 +69,10 @@ def evaluate_bound(process, model, x: np.ndarray, *, batch_size: int, generator,
         generator.set_state(done[-1]["generator"])
         LOG.info("%s: resuming after %d of %d examples", label, min(len(done) * batch_size, len(x)), len(x))
     starts = range(len(done) * batch_size, len(x), batch_size)
-    for index, i in enumerate(progress(starts, desc=desc), start=len(done)):
+    bar = progress(total=len(x), desc=desc, enabled=desc is not None, unit="example")  # the whole job
+    bar.update(min(len(done) * batch_size, len(x)))
+    clock = ChunkClock(f"{label}: the bound", len(starts), "examples") if desc is not None else None
+    for index, i in enumerate(starts, start=len(done)):
         xb = torch.as_tensor(x[i:i + batch_size], device=device)
         res = process.bound_terms(model, xb, generator=generator)
         if not bool(torch.isfinite(res.total).all()):
@@ -70,6 +85,10 @@ def evaluate_bound(process, model, x: np.ndarray, *, batch_size: int, generator,
             out.setdefault(k, []).append(v)
         if parts is not None:
             parts.save(index, {"result": result, "generator": generator.get_state()})
+        bar.update(len(xb))
+        if clock is not None:
+            clock.done(len(xb))
+    bar.close()
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 

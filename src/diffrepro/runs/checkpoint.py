@@ -14,10 +14,13 @@ from ..io import InputError, load_torch
 FORMAT = "diffrepro-checkpoint-1"
 
 
-def checkpoint_dict(run, result, data_shape, seed: int, data_map=None) -> dict:
+def checkpoint_dict(run, result, data_shape, seed: int, data_map=None, provenance: dict | None = None) -> dict:
     """What model.pt holds: the config it was built from, the EMA and raw weights, the process state,
-    and (SD-2015's image convention) the training set's pixel mean and scale."""
+    (SD-2015's image convention) the training set's pixel mean and scale, and (train.init_from) the
+    weights it started from."""
     extra = {"data_map": data_map.as_dict()} if data_map is not None and data_map.continuous else {}
+    if provenance is not None:
+        extra["provenance"] = provenance
     return {
         "format": FORMAT,
         "config": run.to_dict(),
@@ -29,6 +32,70 @@ def checkpoint_dict(run, result, data_shape, seed: int, data_map=None) -> dict:
         "history": result.history,
         **extra,
     }
+
+
+def kept_checkpoint(run, step: int, ema_state: dict, process_state: dict, history: dict, data_shape, seed: int,
+                    data_map, state_digest: str) -> dict:
+    """A kept checkpoint (train.keep_steps): model.pt's format with the EMA weights at `step` (no raw
+    weights), the rows of the loss record so far, and the training state's digest it belongs to."""
+    extra = {"data_map": data_map.as_dict()} if data_map is not None and data_map.continuous else {}
+    return {"format": FORMAT, "config": run.to_dict(), "data_shape": list(data_shape), "seed": seed,
+            "step": step, "model": ema_state, "process": process_state,
+            "history": {k: list(v) for k, v in history.items()}, "state_digest": state_digest, **extra}
+
+
+KEPT = "step-{:08d}.pt"
+
+
+def kept_steps(folder) -> dict:
+    """{step: path} of the kept checkpoints in a train stage's checkpoints folder."""
+    import re
+
+    found = {}
+    for path in sorted(Path(folder).glob("step-*.pt")):
+        match = re.fullmatch(r"step-(\d+)\.pt", path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return found
+
+
+def load_init(run, data_shape, runs_dir) -> dict:
+    """The weights train.init_from names (a run: its model.pt beside this run's folder under
+    `runs_dir`; else a model.pt path), checked against `run`: the same family and a network of the
+    same shapes, else one line naming both. {"model", "process" (None: another process config),
+    "digest" (the file's SHA-256), "path"}."""
+    from ..build import build
+    from ..io import file_sha256
+
+    source = run.train.init_from
+    path = Path(runs_dir) / source / "model.pt" if not source.endswith(".pt") else Path(source)
+    where = f"run {run.name!r}, train.init_from" + (f" = {source!r} ({str(path)!r})" if source != str(path) else "")
+    if not path.is_file():
+        raise InputError(f"{where}: {str(path)!r} does not exist; train that run first (its train stage writes "
+                         f"it) or give the path of a model.pt")
+    ckpt = load_checkpoint(path, "init_from checkpoint")
+    src = ckpt["config"]
+    src_family, family = src["diffusion"]["family"], run.diffusion.family
+    if src_family != family:
+        raise InputError(f"{where}: {str(path)!r} is a {src_family} model (run {src['name']!r}), this run is {family}; "
+                         f"allowed: a model of family {family}")
+    src_shape = tuple(ckpt.get("data_shape", ()))
+    if src_shape != tuple(data_shape):
+        raise InputError(f"{where}: {str(path)!r} was trained on examples of shape {src_shape}, this run's data "
+                         f"has shape {tuple(data_shape)}; allowed: a model of the same data shape")
+    model, process = build(run, tuple(data_shape))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise InputError(f"{where}: the network in {str(path)!r} (model {src['model']['name']!r}) does not fit "
+                         f"this run's model {run.model.name!r}: {first}") from None
+    process_state = ckpt.get("process")
+    try:
+        process.load_state_dict(process_state or {})
+    except RuntimeError:  # another T or schedule: the process starts as this run's config says
+        process_state = None
+    return {"model": ckpt["model"], "process": process_state, "digest": file_sha256(path), "path": path}
 
 
 def load_checkpoint(path, what: str = "checkpoint", required_keys=("config", "model")) -> dict:

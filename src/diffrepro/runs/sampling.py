@@ -12,19 +12,24 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from tqdm.auto import tqdm
 
+from .. import runtime
 from ..choices import Choice
 from ..diffusion.draws import rand, randn  # noqa: F401  (part of this module's API)
 from ..diffusion.protocol import DiffusionProcess
 
 
-def reverse_steps(process, n: int, device, progress: bool = False, desc: str = "sampling"):
+def reverse_steps(process, n: int, device, progress: bool = False, desc: str = "sampling", bar=None):
     """The one reverse loop every chain here walks: yields (i, t) for i = T-1 .. 0, t the
-    LongTensor `[n]` of step i on `device`, with a progress bar when `progress`."""
-    for i in tqdm(range(process.num_timesteps - 1, -1, -1), desc=desc, disable=not progress,
-                  total=process.num_timesteps):
+    LongTensor `[n]` of step i on `device`, with a progress bar of its own when `progress`, or
+    advancing `bar` (a whole job's bar, over all its chunks) one step at a time."""
+    steps = range(process.num_timesteps - 1, -1, -1)
+    if bar is None:
+        steps = runtime.progress(steps, desc=desc, enabled=progress, total=process.num_timesteps)
+    for i in steps:
         yield i, torch.full((n,), i, dtype=torch.long, device=device)
+        if bar is not None:
+            bar.update(1)
 
 
 def _infer_device(model, generator):
@@ -55,18 +60,20 @@ def reverse_chain(process: DiffusionProcess, sampler: str | Sampler = "ancestral
 @torch.no_grad()
 def sample(process: DiffusionProcess, model, shape, generator: torch.Generator | None = None,
            device=None, progress: bool = True, clip_denoised: bool | None = None,
-           sampler: str | Sampler = "ancestral", steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
+           sampler: str | Sampler = "ancestral", steps: int | None = None, eta: float = 0.0,
+           bar=None) -> torch.Tensor:
     """Sampling: x_T ~ prior, then x_{t-1} ~ p(x_{t-1} | x_t) for t = T..1 (ancestral), or by DDIM's
     step with η = eta; steps: walk only that many of the T steps (respaced), None: all.
 
     `shape` is the batch shape `[N x ...]`; `device` defaults to the model's (or the generator's).
-    clip_denoised: None keeps the process's own default. Returns x_0 `[N x ...]`. Put the model
+    clip_denoised: None keeps the process's own default. bar: a whole job's progress bar to advance
+    one reverse step at a time (instead of a bar of its own). Returns x_0 `[N x ...]`. Put the model
     in eval mode first.
     """
     device = device if device is not None else _infer_device(model, generator)
     process, step = reverse_chain(process, sampler, steps, eta)
     x = process.prior_sample(tuple(shape), generator, device)
-    for _, t in reverse_steps(process, x.shape[0], x.device, progress, "sampling"):
+    for _, t in reverse_steps(process, x.shape[0], x.device, progress, "sampling", bar):
         x = step(model, x, t, generator, clip_denoised=clip_denoised)
     return x
 

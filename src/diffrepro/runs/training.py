@@ -34,7 +34,8 @@ from ..runtime import derive_seed, progress
 from . import distributed
 
 LOG = logging.getLogger("diffrepro.train")
-RECORD_EVERY = 10  # steps averaged into one loss-history point
+RECORD_EVERY = 10  # steps whose losses are read from the device at once
+FINAL_LOSS_STEPS = 100  # train.json's final_loss: the mean loss of the last steps
 
 
 @dataclass
@@ -46,10 +47,28 @@ class TrainResult:
     wall_s: float = 0.0
     steps_run: int = 0                             # steps run in this process (less when resumed)
     resumed_from: int = 0
+    rates: list = field(default_factory=list)      # images/s of each history row (not in model.pt: timing)
+    final_loss: float = float("nan")               # the mean loss of the last FINAL_LOSS_STEPS steps
 
 
-def config_hash(run: RunConfig, seed: int, data_shape) -> str:
-    blob = json.dumps({"run": run.to_dict(), "seed": seed, "shape": list(data_shape)}, sort_keys=True)
+# train settings that only say how long to train, how often to save, what to keep or how to log: a
+# resumable state of the same run with other values of these is continued (train.steps too, unless
+# the learning rate depends on it)
+NOT_IN_STATE = ("steps", "checkpoint_every", "keep_steps", "logger")
+
+
+def state_digest(run: RunConfig, seed: int, data_shape, init_digest: str | None = None,
+                 data_digest: str | None = None, code_digest: str | None = None) -> str:
+    """What a resumable state must share with this job to be continued: the settings the train stage
+    reads (dataset, model, diffusion, train but NOT_IN_STATE), the seed, the data's shape, and the
+    digests of the weights it starts from, of the training data and of the code that trains."""
+    train = {k: v for k, v in run.to_dict()["train"].items() if k not in NOT_IN_STATE}
+    if LRSchedule.from_str(run.train.lr_schedule) is LRSchedule.LINEAR_DECAY:
+        train["steps"] = run.train.steps  # the decay is spread over the whole run
+    d = run.to_dict()
+    blob = json.dumps({"dataset": d["dataset"], "model": d["model"], "diffusion": d["diffusion"], "train": train,
+                       "seed": seed, "shape": list(data_shape), "init": init_digest, "data": data_digest,
+                       "code": code_digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -58,6 +77,13 @@ class LRSchedule(Choice):
 
     CONSTANT = "constant"
     LINEAR_DECAY = "linear_decay"  # flat for half the run, then linearly to 0
+
+
+class TrainLogger(Choice):
+    """Where the live training record goes (params runs.<run>.train.logger)."""
+
+    CSV = "csv"          # loss.csv, rewritten atomically every train.log_every steps
+    DVCLIVE = "dvclive"  # also DVCLive's metrics (optional package): `dvc exp show` sees the live step
 
 
 def _lr_at(step: int, run: RunConfig) -> float:
@@ -111,9 +137,13 @@ class Loop:
     data_map: DataMap | None
     use_bf16: bool                   # bf16 autocast (CUDA, for the families that allow it)
     channels_last: bool              # image batches and conv weights in NHWC (CUDA)
-    digest: str                      # config_hash: a resumable state of another config is not resumed
-    history: dict                    # step, loss, lr lists (those of the resumed state, then this run's)
+    digest: str                      # state_digest: a resumable state of another config is not resumed
+    history: dict                    # step, loss, lr lists: whole rows (those of the resumed state, then this run's)
     start_step: int = 0              # the step the resumed state ended at
+    running: list = field(default_factory=list)    # the losses since the last row
+    recent: list = field(default_factory=list)     # the losses of the last FINAL_LOSS_STEPS steps
+    rates: list = field(default_factory=list)      # images/s of each row
+    grid_rows: list = field(default_factory=list)  # [(step, samples)] drawn every train.sample_every steps
 
     def __post_init__(self):
         self.ema_params, self.model_params = list(self.ema.parameters()), list(self.model.parameters())
@@ -136,11 +166,20 @@ def _gather(data: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torc
     return moved(data[idx], device)
 
 
+def data_digest(x) -> str:
+    """SHA-256 of the training set's values (a state trained on other data is not continued)."""
+    array = np.ascontiguousarray(x)
+    return hashlib.sha256(memoryview(array).cast("B")).hexdigest()[:16] + f":{array.dtype}:{array.shape}"
+
+
 def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: int, state_path=None,
             group: distributed.Group = distributed.SINGLE, data_map: DataMap | None = None,
-            bf16: bool | None = None, channels_last: bool | None = None) -> Loop:
+            bf16: bool | None = None, channels_last: bool | None = None, init: dict | None = None,
+            code_digest: str | None = None) -> Loop:
     """The network, its EMA and process on `device`, Adam and both generators for training `run` on
-    `x_train` [N x ...], resumed from `state_path` where it holds this config's state.
+    `x_train` [N x ...], resumed from `state_path` where it holds this config's state, else started
+    from `init` (train.init_from: {"model": network state, "process": process state or None,
+    "digest": the source's SHA-256}) where given.
 
     Adam's fused kernel everywhere; on CUDA also bf16 autocast for the families that allow it and
     channels_last for image networks; train.compile compiles the network. bf16, channels_last: None
@@ -153,6 +192,10 @@ def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: 
     nhwc = (device.type == "cuda" and len(data_shape) == 3) if channels_last is None else channels_last
     torch.manual_seed(seed)  # network initialisation, the same in every process
     model, process = build(run, data_shape)
+    if init is not None:  # fine-tuning: the source's (EMA) weights, and its learned β where its family has them
+        model.load_state_dict(init["model"])
+        if init.get("process") is not None:
+            process.load_state_dict(init["process"])
     model, process = model.to(device), process.to(device)
     if nhwc:  # 4-D weights only: the MLPs are untouched
         model = model.to(memory_format=torch.channels_last)
@@ -168,10 +211,11 @@ def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: 
     index_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
     history = {"step": [], "loss": [], "lr": []}
-    start_step = 0
-    digest = config_hash(run, seed, data_shape)
+    digest = state_digest(run, seed, data_shape, None if init is None else init["digest"], data_digest(x_train),
+                          code_digest)
+    loop_state = {"start_step": 0, "running": [], "recent": [], "rates": [], "grid_rows": []}
     if state_path is not None and Path(state_path).exists():
-        start_step = _resume(state_path, digest, model, ema, process, optimizer, index_gen, noise_gen, history,
+        loop_state = _resume(state_path, run, digest, model, ema, process, optimizer, index_gen, noise_gen, history,
                              group)
     objective = _Objective(model, process)
     if group.world > 1:  # averages the gradients over the processes during backward()
@@ -193,7 +237,7 @@ def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: 
                 optimizer=optimizer, params=params, index_gen=index_gen, noise_gen=noise_gen,
                 index_draws=index_draws, noise_draws=noise_draws, local=batch // group.world, device=device,
                 group=group, data_map=data_map, use_bf16=use_bf16, channels_last=nhwc, digest=digest,
-                history=history, start_step=start_step)
+                history=history, **loop_state)
 
 
 def train_step(loop: Loop, step: int) -> torch.Tensor:
@@ -262,56 +306,150 @@ def _check_weights(loop: Loop, step: int, state_path) -> None:
         raise _stopped(loop.run, f"the weights are not finite after step {step}", state_path)
 
 
+@dataclass
+class Hooks:
+    """What a training job does along the way besides stepping (the train stage wires them to files;
+    each is called in the main process only, with the history so far)."""
+    row: object = None         # row(history, rates, step, steps): a new row of the loss record (every train.log_every)
+    keep: object = None        # keep(step, ema_state, process_state, history): EMA weights at a train.keep_steps step
+    grid: object = None        # grid(rows): the training samples so far, [(step, examples)], one row per time
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def ema_state(loop: Loop) -> dict:
+    """The EMA weights with the raw network's buffers (what model.pt and a kept checkpoint hold)."""
+    state = loop.ema.state_dict()
+    for name, buf in loop.model.named_buffers():
+        state[name] = buf.detach().clone()
+    return state
+
+
+@torch.no_grad()
+def training_samples(loop: Loop, seed: int, device: torch.device) -> np.ndarray:
+    """A small grid from the EMA weights: the same draws every time (a generator of its own, so the
+    training draws are untouched), the fast sampler where the family has one (50 DDIM steps)."""
+    from .sampling import sample
+
+    run, shape = loop.run, tuple(loop.data.shape[1:])
+    n = 500 if run.dataset.data_type == "points" else 8
+    fast = family(run.diffusion.family).fast_sampler
+    gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "training-samples"))
+    was_training = loop.ema.training
+    loop.ema.eval()
+    x = sample(loop.process, loop.ema, (n, *shape), generator=gen, device=device, progress=False,
+               sampler="ddim" if fast else "ancestral",
+               steps=min(50, loop.process.num_timesteps) if fast else None)
+    loop.ema.train(was_training)
+    if loop.data_map is not None:
+        x = loop.data_map.from_process(x)
+    return x.float().cpu().numpy()
+
+
 def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: int,
           state_path=None, show_progress: bool = True,
-          group: distributed.Group = distributed.SINGLE, data_map: DataMap | None = None) -> TrainResult:
-    """Train `run` on `x_train` [N x ...]; checkpoint to `state_path` every run.train.checkpoint_every.
+          group: distributed.Group = distributed.SINGLE, data_map: DataMap | None = None,
+          hooks: Hooks | None = None, init: dict | None = None, code_digest: str | None = None) -> TrainResult:
+    """Train `run` on `x_train` [N x ...]; save the resumable state to `state_path` every
+    run.train.checkpoint_every steps and at the end (kept: raising train.steps continues from it).
+
+    Every run.train.log_every steps a row of the loss record (the mean loss of those steps, the
+    learning rate, images/s) goes to `hooks.row` and a line with rate and ETA to the log; every
+    run.train.sample_every steps and at the end a row of samples from the EMA to `hooks.grid`; at
+    each of run.train.keep_steps the EMA weights to `hooks.keep`.
 
     data_map: how stored examples meet the process (convention.py); SD-2015's images are
-    dequantised afresh in every batch.
+    dequantised afresh in every batch. init: weights to start from (train.init_from: the network's
+    state dict, and the process's where its family learns one).
 
     group: this process's place in a multi-process job, whose process group distributed.joined has
     made (and `device` is this process's own); each process then trains on its slice of every batch.
 
-    The loop waits for the device only when it reads the losses (every RECORD_EVERY steps and before
-    a state is saved): a non-finite loss stops the stage there, naming its first step, before any
-    state or model.pt holds the weights it led to.
+    The loop waits for the device only when it reads the losses (every RECORD_EVERY steps, at a row
+    and before a state is saved): a non-finite loss stops the stage there, naming its first step,
+    before any state or model.pt holds the weights it led to.
     """
-    loop = prepare(run, x_train, device=device, seed=seed, state_path=state_path, group=group, data_map=data_map)
+    hooks = hooks or Hooks()
+    loop = prepare(run, x_train, device=device, seed=seed, state_path=state_path, group=group, data_map=data_map,
+                   init=init, code_digest=code_digest)
     model, ema, history, start_step = loop.model, loop.ema, loop.history, loop.start_step
-    steps = run.train.steps
-    t0 = time.perf_counter()
+    tc, steps = run.train, run.train.steps
+    batch = min(tc.batch_size, loop.data.shape[0])
+    keep = set(tc.keep_steps)
+    t0 = last = time.perf_counter()
     model.train()
     bar = progress(range(start_step, steps), total=steps - start_step, desc=f"train {run.name}",
                    enabled=show_progress and group.main)
     pending = _PendingLosses(run, state_path)
-    running = []
-    report_every = max(RECORD_EVERY, (steps // 20) // RECORD_EVERY * RECORD_EVERY)
+    running, rates, rows, recent = loop.running, loop.rates, loop.grid_rows, loop.recent
+
+    def read():
+        values = pending.read()
+        running.extend(values)
+        recent.extend(values)
+        del recent[:-FINAL_LOSS_STEPS]
     for step in bar:
         pending.add(step, train_step(loop, step))
-        record = (step + 1) % RECORD_EVERY == 0 or step + 1 == steps
-        save = state_path is not None and (step + 1) % run.train.checkpoint_every == 0 and step + 1 < steps
-        if record or save:
-            running.extend(pending.read())
-        if record:
-            history["step"].append(step + 1)
+        done = step + 1
+        is_row = done % tc.log_every == 0
+        save = state_path is not None and (done % tc.checkpoint_every == 0 or done == steps)
+        if done % RECORD_EVERY == 0 or is_row or save or done == steps:
+            read()
+        if is_row:
+            now = time.perf_counter()
+            rate = tc.log_every * batch / max(now - last, 1e-9)
+            last = now
+            history["step"].append(done)
             history["loss"].append(float(np.mean(running)))
             history["lr"].append(_lr_at(step, run))
-            running = []
-            if (step + 1) % report_every == 0 or step + 1 == steps:
-                LOG.info("step %d/%d loss %.5f lr %.2e", step + 1, steps, history["loss"][-1], history["lr"][-1])
+            rates.append(round(rate, 1))
+            running.clear()
+            if group.main:
+                LOG.info("step %d/%d loss %.5f lr %.2e | %.1f images/s | ETA %s", done, steps, history["loss"][-1],
+                         history["lr"][-1], rate, _eta((steps - done) * batch / rate))
                 bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+                if hooks.row:
+                    hooks.row(history, rates, done, steps)
+        aside = time.perf_counter()  # kept weights and sample rows are not counted in images/s
+        if group.main and done in keep:
+            _check_weights(loop, done, state_path)
+            if hooks.keep:
+                hooks.keep(done, ema_state(loop), loop.process.state_dict(), history)
+        if group.main and tc.sample_every and done % tc.sample_every == 0:
+            rows.append((done, training_samples(loop, seed, device)))
+            if hooks.grid:
+                hooks.grid(rows)
+        last += time.perf_counter() - aside
         if save:
-            _check_weights(loop, step + 1, state_path)
-            _save_state(state_path, loop.digest, step + 1, model, ema, loop.process, loop.optimizer, loop.index_gen,
-                        loop.noise_gen, history, group)
+            _check_weights(loop, done, state_path)
+            _save_state(state_path, loop, done, group)
     bar.close()
     _check_weights(loop, steps, state_path)
+    read()
+    final = {k: list(v) for k, v in history.items()}
+    final_rates = list(rates)
+    if running:  # the last, shorter row (not in the state: a longer run goes on filling it)
+        final["step"].append(steps)
+        final["loss"].append(float(np.mean(running)))
+        final["lr"].append(_lr_at(steps - 1, run))
+        final_rates.append(final_rates[-1] if final_rates else 0.0)
+    if group.main:
+        final_rows = list(rows)
+        if not final_rows or final_rows[-1][0] != steps:
+            final_rows.append((steps, training_samples(loop, seed, device)))
+        if hooks.row:
+            hooks.row(final, final_rates, steps, steps)
+        if hooks.grid:
+            hooks.grid(final_rows)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
     wall = time.perf_counter() - t0
-    return TrainResult(model=model, ema=ema, process=loop.process, history=history, wall_s=wall,
-                       steps_run=steps - start_step, resumed_from=start_step)
+    return TrainResult(model=model, ema=ema, process=loop.process, history=final, wall_s=wall,
+                       steps_run=steps - start_step, resumed_from=start_step, rates=final_rates,
+                       final_loss=float(np.mean(recent)) if recent else float("nan"))
 
 
 def _process_rng(device: torch.device) -> tuple:
@@ -319,38 +457,56 @@ def _process_rng(device: torch.device) -> tuple:
     return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
 
 
-def _save_state(path, digest, step, model, ema, process, optimizer, index_gen, noise_gen, history,
-                group=distributed.SINGLE):
+def _save_state(path, loop: Loop, step: int, group=distributed.SINGLE):
+    """The resumable state after `step`: everything the next step reads (weights, EMA, optimiser, the
+    process's learned parameters, every generator) and the record so far (whole rows, the losses since
+    the last one, the training samples' rows)."""
+    model = loop.model
     rank_rng = (distributed.gather(_process_rng(next(model.parameters()).device), group) if group.world > 1
                 else None)
     if not group.main:  # the other processes hold the same weights, optimiser and generators
         return
     state = {
-        "config_hash": digest, "step": step,
-        "model": model.state_dict(), "ema": ema.state_dict(),
-        "process": process.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "index_gen": index_gen.get_state(), "noise_gen": noise_gen.get_state(),
+        "config_hash": loop.digest, "step": step, "run": loop.run.name,
+        "model": model.state_dict(), "ema": loop.ema.state_dict(),
+        "process": loop.process.state_dict(),
+        "optimizer": loop.optimizer.state_dict(),
+        "index_gen": loop.index_gen.get_state(), "noise_gen": loop.noise_gen.get_state(),
         "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "history": history,
+        "history": loop.history, "running": list(loop.running), "recent": list(loop.recent),
+        "rates": list(loop.rates),
+        "grid_steps": [s for s, _ in loop.grid_rows],
+        "grid": [torch.from_numpy(np.ascontiguousarray(x)) for _, x in loop.grid_rows],
     }
     if rank_rng is not None:
         state["rank_rng"] = rank_rng  # [(CPU, CUDA) generator states] per process, in rank order
     save_torch(path, state)
 
 
-def _resume(path, digest, model, ema, process, optimizer, index_gen, noise_gen, history,
-            group=distributed.SINGLE) -> int:
+def _resume(path, run: RunConfig, digest, model, ema, process, optimizer, index_gen, noise_gen, history,
+            group=distributed.SINGLE) -> dict:
+    """Load the state at `path` into the job when it is this config's (Loop's start_step, running,
+    rates, grid_rows); else the fresh start's values, saying why in the log."""
+    fresh = {"start_step": 0, "running": [], "recent": [], "rates": [], "grid_rows": []}
     try:
         state = load_torch(path, "training state")  # tensors and plain values only: never runs code
         ok = isinstance(state, dict) and "config_hash" in state
     except InputError as exc:  # a state file cut short by the kill itself, or not ours
         LOG.warning("training state %s is unreadable (%s); starting from step 0", path, exc)
-        return 0
+        return fresh
     if not ok or state["config_hash"] != digest:
-        LOG.info("training state %s belongs to another config; starting from step 0", path)
-        return 0
+        if (ok and LRSchedule.from_str(run.train.lr_schedule) is LRSchedule.LINEAR_DECAY
+                and state.get("run") == run.name):
+            LOG.info("training state %s is not continued: train.lr_schedule linear_decay spreads its decay over "
+                     "train.steps, so a run of another length (or other settings) trains from step 0", path)
+        else:
+            LOG.info("training state %s belongs to another config; starting from step 0", path)
+        return fresh
+    if int(state["step"]) > run.train.steps:
+        LOG.info("training state %s is at step %d, past train.steps = %d; starting from step 0", path,
+                 state["step"], run.train.steps)
+        return fresh
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])
     process.load_state_dict(state["process"])
@@ -368,5 +524,11 @@ def _resume(path, digest, model, ema, process, optimizer, index_gen, noise_gen, 
             torch.cuda.set_rng_state_all(state["cuda_rng"])
     for k in history:
         history[k].extend(state["history"][k])
-    LOG.info("resuming %s from step %d", path, state["step"])
-    return int(state["step"])
+    step = int(state["step"])
+    if step == run.train.steps:
+        LOG.info("training state %s is finished at step %d: nothing to train", path, step)
+    else:
+        LOG.info("resuming %s: continuing from step %d", path, step)
+    return {"start_step": step, "running": list(state.get("running", [])), "recent": list(state.get("recent", [])),
+            "rates": list(state.get("rates", [])),
+            "grid_rows": [(int(s), x.numpy()) for s, x in zip(state.get("grid_steps", []), state.get("grid", []))]}

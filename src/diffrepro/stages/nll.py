@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 
 from ..diffusion.families import family
-from ..diffusion.likelihood import UNITS, to_bits
+from ..diffusion.likelihood import to_bits
 from ..io import check_same_shape, load_data, save_csv, save_json
-from ..metrics.bound import categorical_nats, evaluate_bound, l_null_nats, rate_distortion
+from ..metrics.bound import bound_unit, categorical_nats, evaluate_bound, l_null_nats, rate_distortion
 from ..runs.checkpoint import TrainedRun
 from ..runs.resume import Parts, digest
 from ..runtime import derive_seed
@@ -61,12 +61,7 @@ def run(args, params, device):
                          x=x_test))
     res = evaluate_bound(process, model, x_test, batch_size=cfg.eval.batch_size, generator=gen, device=device,
                          desc=f"bound {cfg.name}", parts=parts, label=f"run {cfg.name!r}, stage nll")
-    unit = UNITS[data_type]
-    to_unit = lambda nats: to_bits(nats, data_type, dims)  # noqa: E731
-    if data_map.continuous:  # a density of z per pixel: the colour channels of a pixel summed
-        pixels = int(np.prod(x_test.shape[2:]))
-        unit = "bits/pixel"
-        to_unit = lambda nats: to_bits(nats, "points", 1) / pixels  # noqa: E731
+    unit, to_unit = bound_unit(data_type, data_map, x_test.shape[1:])
     total = to_unit(res["total"])
     metrics = {
         "unit": unit, "n": int(len(x_test)), "timesteps": int(process.num_timesteps), "dims": dims,

@@ -61,6 +61,22 @@ def family_table(frame: pd.DataFrame) -> pd.DataFrame:
     return have[have["dataset"].isin(shared[shared > 1].index)].sort_values(["dataset", "family"])
 
 
+def quality_table(params, runs_dir: Path) -> pd.DataFrame:
+    """Every run's curve.csv as one table: run, step, FID, bound and its unit (runs that kept
+    checkpoints along training first)."""
+    collect = report_collect()
+    frames = []
+    for name in params.runs:
+        curve = load_csv(pipeline.collected_file(collect, runs_dir, "curve", "table", name),
+                         f"quality-over-training table of {name!r}")
+        frames.append(curve.assign(run=name)[["run", "step", "fid", "fid_n", "nll", "unit", "nll_n"]])
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(table):
+        kept = table.groupby("run")["step"].transform("size")
+        table = table.assign(_kept=-kept).sort_values(["_kept", "run", "step"], kind="stable").drop(columns="_kept")
+    return table
+
+
 def _md(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, floatfmt=".4g") if len(frame) else "(none)"
 
@@ -80,7 +96,12 @@ def run(args, params, device):
             "## Papers' figures beside this run's", "",
             "SD-2015's K is a lower bound on log-likelihood (higher is better); our `nll` is −K.", "",
             _md(paper_table(params, frame)), "",
-            "## SD-2015 vs DDPM on the same data (one evaluator)", "", _md(family_table(frame)), ""]
+            "## SD-2015 vs DDPM on the same data (one evaluator)", "", _md(family_table(frame)), "",
+            "## Quality over training", "",
+            "Every checkpoint kept at `train.keep_steps` and the final model (the curve stage): FID against the",
+            "test set at `eval.curve_fid_n` and the bound on `eval.curve_nll_n` test examples, same draws for",
+            "every checkpoint (curve.png beside each run's files).", "",
+            _md(quality_table(params, Path(args.runs_dir))), ""]
     save_csv(args.csv, frame)
     curves = []  # every run's bound terms (and rate-distortion) on one picture
     for name in params.runs:

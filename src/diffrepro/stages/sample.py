@@ -11,7 +11,7 @@ from ..io import load_data, save_npz
 from ..runs.checkpoint import TrainedRun
 from ..runs.resume import Parts, digest
 from ..runs.sampling import progressive, sample
-from ..runtime import derive_seed
+from ..runtime import ChunkClock, derive_seed, progress
 from ..tables.plots import progressive_panel, show_data
 
 LOG = logging.getLogger("diffrepro.sample")
@@ -36,13 +36,19 @@ def run(args, params, device):
         gen.set_state(done[-1]["generator"])
         LOG.info("%s: resuming after %d of %d samples", cfg.name, sum(len(c) for c in chunks), cfg.sample.n)
     left = cfg.sample.n - sum(len(c) for c in chunks)
-    while left > 0:
-        b = min(left, cfg.sample.batch_size)
-        chunks.append(data_map.from_process(sample(process, model, (b, *shape), generator=gen, device=device,
-                                                   clip_denoised=cfg.sample.clip_denoised, sampler=cfg.sample.sampler,
-                                                   steps=cfg.sample.steps, eta=cfg.sample.eta)).cpu())
-        parts.save(len(chunks) - 1, {"x": chunks[-1], "generator": gen.get_state()})
-        left -= b
+    walk = cfg.sample.steps or process.num_timesteps  # reverse steps per chunk
+    todo = -(-left // cfg.sample.batch_size)
+    clock = ChunkClock(f"{cfg.name}: sampling", todo, "samples")
+    with progress(total=todo * walk, desc=f"sample {cfg.name}", unit="step") as bar:  # the whole job
+        while left > 0:
+            b = min(left, cfg.sample.batch_size)
+            chunks.append(data_map.from_process(sample(process, model, (b, *shape), generator=gen, device=device,
+                                                       clip_denoised=cfg.sample.clip_denoised,
+                                                       sampler=cfg.sample.sampler, steps=cfg.sample.steps,
+                                                       eta=cfg.sample.eta, bar=bar)).cpu())
+            parts.save(len(chunks) - 1, {"x": chunks[-1], "generator": gen.get_state()})
+            left -= b
+            clock.done(b)
     x = torch.cat(chunks).numpy().astype(np.float32)
     save_npz(args.samples, x=x)
     show_data(args.picture, x, run_cfg.dataset.data_type, f"{cfg.name}: samples", reference=test)

@@ -173,3 +173,49 @@ def schedule_panel(path, sched, title: str) -> None:
     axes[1].grid(alpha=0.3)
     fig.suptitle(title)
     save_figure(path, fig)
+
+
+def training_samples_panel(path, rows, data_type: str, title: str) -> None:
+    """Samples drawn from the EMA weights along training, one row per time: [(step, examples)], the
+    same draws each time. Images: a strip of the examples per row; points: a scatter per row;
+    binary data: a raster per row."""
+    plt = _plt()
+    n = len(rows)
+    wide = data_type == "image"
+    fig, axes = plt.subplots(n, 1, figsize=(8 if wide else 4, (1.3 if wide else 2.2) * n + 0.5), squeeze=False)
+    for (step, x), ax in zip(rows, axes[:, 0]):
+        if data_type == "points":
+            ax.scatter(x[:, 0], x[:, 1], s=1)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        elif data_type == "binary":
+            ax.imshow(x[:16], cmap="gray_r", aspect="auto", interpolation="nearest", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            picture = grid(np.clip(x, -1, 1), ncols=len(x))
+            ax.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax.set_ylabel(f"step {step}", rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title)
+    save_figure(path, fig)
+
+
+def quality_curve(path, curve, nll_unit: str, fid_space: str, title: str) -> None:
+    """Quality over training (Improved DDPM's figure): FID and the bound of each kept checkpoint
+    against its training step."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(curve["step"], curve["fid"], marker="o", lw=1)
+    axes[0].set_ylabel(f"FID ({fid_space})")
+    axes[0].set_title("FID against the test set")
+    axes[1].plot(curve["step"], curve["nll"], marker="o", lw=1, color="C1")
+    axes[1].set_ylabel(f"bound ({nll_unit})")
+    axes[1].set_title("negative log-likelihood bound on test data")
+    for ax in axes:
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    save_figure(path, fig)

@@ -65,3 +65,23 @@ def check_existing_checkpoints(raw: dict, root=".") -> None:
         if found != run:
             raise InputError(f"checkpoint {str(path)!r} is of run {found!r}, not of run {run!r}; delete it (the "
                              f"train stage builds it again) or put run {run!r}'s own model.pt back")
+
+
+def check_init_sources(raw: dict, root=".") -> None:
+    """A run's train.init_from must be on disk when a pipeline is planned: the model.pt of the run it
+    names (train that run first: neither engine can add a dependency to one run of a foreach) or the
+    model.pt path it gives. InputError naming the run, the key and the file."""
+    train = pipeline.stage("train")
+    for run, spec in raw["runs"].items():
+        source = (spec.get("train") or {}).get("init_from")
+        if source is None:
+            continue
+        if source in raw["runs"]:
+            path = Path(root) / pipeline.fill(train.output("model").path,
+                                              **pipeline.wildcard_values(train, raw, source))
+            how = (f"train run {source!r} first (`snakemake {path}` or `dvc repro train@{source}`), then this "
+                   f"pipeline")
+        else:
+            path, how = Path(source), "give the path of an existing model.pt"
+        if not path.is_file():
+            raise InputError(f"runs.{run}.train.init_from = {source!r}: {str(path)!r} does not exist; {how}")

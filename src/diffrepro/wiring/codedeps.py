@@ -124,3 +124,15 @@ def _stage_code(module: str) -> tuple:
 def stage_code(module: str) -> list:
     """Project-relative source files a stage implemented by `module` depends on (sorted)."""
     return list(_stage_code(module))  # once per stage module: Snakemake asks for every job
+
+
+def code_digest(module: str) -> str:
+    """SHA-256 of the source files a stage implemented by `module` depends on (their paths and
+    bytes): what a resumable state records, so that a state left by other code is not continued."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    root = package_dir().parent.parent  # the project: stage_code's paths are relative to it
+    for rel in stage_code(module):
+        digest.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]

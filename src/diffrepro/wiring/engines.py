@@ -77,7 +77,7 @@ def _dvc_stage(st: Stage) -> list:
         lines.append(f"{ind}{section}:")
         for o in outs:
             path = pipeline.fill(o.path, **values)
-            opts = [] if o.cache else ["cache: false"]
+            opts = ([] if o.cache else ["cache: false"]) + (["persist: true"] if o.persist else [])
             if o.plot_xy:
                 opts += [f"x: {o.plot_xy[0]}", f"y: {o.plot_xy[1]}"]
             lines.append(f"{ind}  - {path}" + (":" if opts else ""))

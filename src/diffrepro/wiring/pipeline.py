@@ -30,6 +30,9 @@ class Output:
     cache: bool = True                # DVC cache for large arrays and weights; small files live in git
     plot_xy: tuple | None = None      # DVC plot axes (x, y) of a csv plot
     report: str | None = None         # Snakemake report category (caption: workflow/report/<stage>-<name>.rst)
+    persist: bool = False             # kept when the stage re-runs (DVC `persist: true`; every Snakemake
+                                      # output is flagged `update`): the state a longer run continues from
+    directory: bool = False           # a folder (Snakemake `directory()`; DVC tracks it whole)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,10 @@ STAGES = (
                    Output("loss", f"{RUN}/loss.csv", role="plot", cache=False, plot_xy=("step", "loss")),
                    Output("curve", f"{RUN}/loss.png", cache=False, report="loss curves"),
                    Output("schedule", f"{RUN}/schedule.csv", role="plot", cache=False, plot_xy=("t", "beta")),
-                   Output("schedule_plot", f"{RUN}/schedule.png", cache=False, report="loss curves")),
+                   Output("schedule_plot", f"{RUN}/schedule.png", cache=False, report="loss curves"),
+                   Output("training_samples", f"{RUN}/training_samples.png", cache=False, report="samples"),
+                   Output("checkpoints", f"{RUN}/checkpoints", persist=True, directory=True),
+                   Output("state", f"{RUN}/train_state.pt", persist=True)),
           params=(*TORCH, "models.{model}", "runs.{run}.dataset", "runs.{run}.model", "runs.{run}.diffusion",
                   "runs.{run}.train"),
           gpu=True, processes="runs.{run}.train.processes"),
@@ -136,6 +142,14 @@ STAGES = (
                   Input("reference", "reference", "reference")),
           outputs=(Output("metrics", f"{RUN}/fid.json", role="metric", cache=False),),
           params=(*TORCH, "runs.{run}.eval.fid_n")),
+    Stage("curve", "run", "diffrepro.stages.curve",
+          inputs=(Input("checkpoints", "train", "checkpoints"), Input("model", "train", "model"),
+                  Input("test", "prepare", "test"), Input("extractor", "features", "extractor"),
+                  Input("reference", "reference", "reference")),
+          outputs=(Output("table", f"{RUN}/curve.csv", role="plot", cache=False, plot_xy=("step", "fid")),
+                   Output("plot", f"{RUN}/curve.png", cache=False, report="quality over training")),
+          params=(*TORCH, "runs.{run}.eval.curve_fid_n", "runs.{run}.eval.curve_nll_n", "runs.{run}.eval.batch_size",
+                  "runs.{run}.sample.sampler", "runs.{run}.sample.steps", "runs.{run}.sample.eta")),
     Stage("parzen", "run", "diffrepro.stages.parzen",
           inputs=(Input("samples", "sample", "samples"), Input("train", "prepare", "train"),
                   Input("test", "prepare", "test")),
@@ -144,7 +158,7 @@ STAGES = (
     Stage("report", None, "diffrepro.stages.report",
           inputs=(Collect("runs_dir", "results/runs",
                           (("train", "metrics"), ("nll", "metrics"), ("fid", "metrics"), ("parzen", "metrics"),
-                           ("inpaint", "metrics"), ("nll", "terms"))),),
+                           ("inpaint", "metrics"), ("nll", "terms"), ("curve", "table"))),),
           outputs=(Output("csv", "results/metrics.csv", cache=False, report="metric tables"),
                    Output("md", "results/metrics.md", cache=False),
                    Output("bound_plot", "results/bound_terms.png", cache=False, report="bound terms")),

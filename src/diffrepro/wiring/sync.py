@@ -63,12 +63,19 @@ def snakemake_pending(cwd) -> bool:
 
 
 def _declared_outputs(cwd) -> list:
-    """Every output file the pipeline declares for the params file in `cwd` that exists."""
+    """Every output the pipeline declares for the params file in `cwd` that exists: its files, and
+    a declared folder (the train stage's checkpoints) itself and every file in it."""
     from ..config import read_params
     from .engines import all_targets
 
     raw = read_params(Path(cwd) / PARAMS_FILE)
-    return [p for p in (Path(cwd) / t for t in all_targets(raw)) if p.is_file()]
+    found = []
+    for path in (Path(cwd) / t for t in all_targets(raw)):
+        if path.is_dir():
+            found += [path, *sorted(p for p in path.rglob("*") if p.is_file())]
+        elif path.is_file():
+            found.append(path)
+    return found
 
 
 def record_in_dvc(cwd) -> None:
@@ -84,9 +91,14 @@ def record_in_dvc(cwd) -> None:
     if proc.returncode != 0:
         raise SyncError(f"dvc commit failed: {(proc.stderr or proc.stdout).strip()}")
     for path, (atime, mtime, size) in stamps.items():
+        if path.is_dir():
+            continue  # after the files in it: their restored times must not move it again
         if not path.is_file() or path.stat().st_size != size:
             continue  # not the file that was there: leave it as DVC wrote it
         os.utime(path, ns=(atime, mtime))  # a link into DVC's cache: its target
+    for path, (atime, mtime, _) in stamps.items():
+        if path.is_dir():
+            os.utime(path, ns=(atime, mtime))
 
 
 def record_in_snakemake(cwd) -> None:
