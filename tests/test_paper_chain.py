@@ -28,10 +28,10 @@ def small(config: str, root: Path) -> dict:
         ds["root"] = str(root)
     for run in raw["runs"].values():
         run["diffusion"]["timesteps"] = 4
-        run["train"].update(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=1)
+        run["train"].update(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=1, keep_steps=[1], log_every=1)
         run["sample"].update(n=8, batch_size=8)
         run["inpaint"]["n"] = 1
-        run["eval"].update(nll_n=2, fid_n=8, batch_size=2)
+        run["eval"].update(nll_n=2, fid_n=8, batch_size=2, curve_fid_n=8, curve_nll_n=2)
     return raw
 
 
@@ -70,5 +70,7 @@ def test_paper_config_chain_runs_end_to_end_with_inception_fid(tmp_path, config,
         assert "| cifar10-sd | K " in (project / "results" / "metrics.md").read_text().replace("  ", " ")
     else:
         assert nll["unit"] == "bits/dim"
+    curve = pd.read_csv(project / "results" / "runs" / run / "curve.csv")  # quality over training: steps 1 and 2
+    assert list(curve["step"]) == [1, 2] and np.isfinite(curve[["fid", "nll"]].to_numpy()).all()
     table = pd.read_csv(project / "results" / "metrics.csv")
     assert table.loc[0, "fid.feature_space"] == fid["feature_space"]

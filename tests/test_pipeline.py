@@ -179,7 +179,7 @@ def test_a_code_edit_reruns_the_same_jobs_in_both_engines(project, runs):
         dvc, smk = dvc_changed(project), snakemake_pending(project)
     finally:
         undo()
-    direct = {f"{s}@{r}" for s in ("train", "sample", "inpaint", "nll") for r in runs}
+    direct = {f"{s}@{r}" for s in ("train", "sample", "inpaint", "nll", "curve") for r in runs}
     # DVC names the stages whose own deps changed; Snakemake also what follows them
     assert dvc == direct
     assert smk == direct | {f"{s}@{r}" for s in ("fid", "parzen") for r in runs} | {"report"}
