@@ -44,7 +44,7 @@ def kept_checkpoint(run, step: int, ema_state: dict, process_state: dict, histor
             "history": {k: list(v) for k, v in history.items()}, "state_digest": state_digest, **extra}
 
 
-KEPT = "step-{:08d}.pt"
+KEPT = "step-{:08d}.pt"  # a kept checkpoint's file name in the checkpoints folder (kept_steps reads it back)
 
 
 def kept_steps(folder) -> dict:

@@ -17,7 +17,7 @@ from ..convention import DataMap
 from ..io import file_sha256, load_data, save_csv, save_json, save_torch
 from ..nets import count_parameters
 from ..runs import distributed
-from ..runs.checkpoint import checkpoint_dict, kept_checkpoint, kept_steps, load_init
+from ..runs.checkpoint import KEPT, checkpoint_dict, kept_checkpoint, kept_steps, load_init
 from ..runs.training import Hooks, data_digest, state_digest, train
 from ..runtime import derive_seed
 from ..tables.plots import loss_curve, schedule_panel, training_samples_panel
@@ -56,7 +56,7 @@ class _Live:
             self.live.next_step()
 
     def keep(self, step, ema_state, process_state, history):
-        path = Path(self.args.checkpoints) / f"step-{step:08d}.pt"
+        path = Path(self.args.checkpoints) / KEPT.format(step)
         save_torch(path, kept_checkpoint(self.cfg, step, ema_state, process_state, history, self.data_shape,
                                          self.seed, self.data_map, self.digest))
         LOG.info("%s: kept the EMA weights of step %d in %s", self.cfg.name, step, path)
