@@ -242,19 +242,11 @@ def build_ours(args, run, shape, device) -> Side:
 
 
 def diffusers_unet_config(preset_cfg: dict, shape) -> dict:
-    """UNet2DModel keywords for the DDPM U-Net of `preset_cfg` (nets/unet.py): the same levels, widths,
-    blocks per level, attention resolutions (one head over all channels, as DDPM), mid block, groups,
-    GroupNorm eps and dropout."""
-    channels, height, _ = shape
-    mults = preset_cfg["channel_mult"]
-    attn = [height // 2 ** i in preset_cfg["attn_resolutions"] for i in range(len(mults))]
-    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn)
-    return dict(sample_size=height, in_channels=channels, out_channels=channels,
-                layers_per_block=preset_cfg["num_res_blocks"],
-                block_out_channels=tuple(preset_cfg["base_channels"] * m for m in mults),
-                down_block_types=down, up_block_types=tuple(d.replace("Down", "Up") for d in reversed(down)),
-                norm_num_groups=preset_cfg["num_groups"], norm_eps=1e-6, dropout=preset_cfg["dropout"],
-                attention_head_dim=None)
+    """UNet2DModel keywords for the DDPM U-Net of `preset_cfg` (nets/unet.py): the mapping the diffusers
+    export uses (interop/diffusers.py), so the side-by-side runs the very network an export holds."""
+    from diffrepro.interop.diffusers import unet_config
+
+    return unet_config(preset_cfg, shape, out_mult=1)
 
 
 def build_diffusers(args, run, shape, device, precision: str, channels_last: bool) -> Side:

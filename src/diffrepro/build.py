@@ -85,4 +85,8 @@ def build(run, data_shape) -> tuple:
     net = build_net(run.model.arch, data_shape=tuple(data_shape), out_mult=out_mult(run.diffusion),
                     num_timesteps=run.diffusion.timesteps, **run.model.options)
     process = build_process(run.diffusion, run.dataset.data_type, run.dataset.levels, run.dataset.image_convention)
+    if run.model.arch == "diffusers":  # someone else's network: the run must describe its scheduler
+        from .interop.diffusers import check_scheduler
+
+        check_scheduler(run, process, run.model.options["path"])
     return net, process

@@ -40,7 +40,10 @@ def add_stage_arguments(p: argparse.ArgumentParser, st: pipeline.Stage) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="diffrepro", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"diffrepro {__version__}")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for st in pipeline.STAGES:
         module = importlib.import_module(st.module)

@@ -84,7 +84,71 @@ class Compare:
         return 0
 
 
-TOOLS = {"dvc-yaml": DvcYaml, "sync": Sync, "compare": Compare}
+class Export:
+    HELP = "a trained run's model out of the project: a diffusers DDPMPipeline folder, or safetensors + JSON"
+
+    @staticmethod
+    def add_arguments(p):
+        p.add_argument("--format", required=True, choices=("diffusers", "safetensors"),
+                       help="diffusers: a save_pretrained folder (unet/, scheduler/) DDPMPipeline loads; "
+                            "safetensors: the EMA weights with the run's config (no pickle), a file plus a .json")
+        p.add_argument("--model", required=True, help="a run's model.pt (results/runs/<run>/model.pt)")
+        p.add_argument("--out", required=True, help="the folder (diffusers) or .safetensors file to write")
+
+    @staticmethod
+    def run(args) -> int:
+        from .io import InputError
+
+        try:
+            if args.format == "diffusers":
+                from .interop.diffusers import export
+
+                notes = export(args.model, args.out)
+            else:
+                from .interop.safetensors import export
+
+                notes = export(args.model, args.out)
+        except InputError as exc:
+            print(f"diffrepro export: error: {exc}", file=sys.stderr)
+            return 2
+        for note in notes:
+            print(f"diffrepro export: note: {note}", file=sys.stderr)
+        print(f"diffrepro export: wrote {args.out}", file=sys.stderr)
+        return 0
+
+
+class Generate:
+    HELP = "N samples of a trained model as PNGs and one samples.npz (arr_0: uint8 NHWC), no params file needed"
+
+    @staticmethod
+    def add_arguments(p):
+        p.add_argument("--model", required=True, help="a model.pt or .safetensors (its config is inside)")
+        p.add_argument("--n", required=True, type=int, help="how many samples")
+        p.add_argument("--out", required=True, help="folder for 000000.png ... and samples.npz")
+        p.add_argument("--sampler", default="ancestral", choices=("ancestral", "ddim"))
+        p.add_argument("--steps", type=int, default=None, help="reverse steps (respaced); default: all T")
+        p.add_argument("--eta", type=float, default=0.0, help="DDIM's η (0: deterministic)")
+        p.add_argument("--batch-size", type=int, default=256)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto", help="auto (CUDA when present), cuda or cpu")
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+
+    @staticmethod
+    def run(args) -> int:
+        from .io import InputError
+        from .runs.generate import generate
+
+        try:
+            path = generate(args.model, args.n, args.out, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                            batch_size=args.batch_size, seed=args.seed, device=args.device, threads=args.threads)
+        except (InputError, ValueError) as exc:
+            print(f"diffrepro generate: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"diffrepro generate: wrote {args.n} samples to {path}", file=sys.stderr)
+        return 0
+
+
+TOOLS = {"dvc-yaml": DvcYaml, "sync": Sync, "compare": Compare, "export": Export, "generate": Generate}
 
 
 class ReadmeFigures:

@@ -15,6 +15,7 @@ NETS = {
     "unet": ("diffrepro.nets.unet", "UNet"),
     "sd_mlp": ("diffrepro.nets.sd_nets", "SDBumpMLP"),
     "sd_multiscale": ("diffrepro.nets.sd_nets", "SDMultiScaleConv"),
+    "diffusers": ("diffrepro.nets.diffusers_unet", "DiffusersUNet"),  # a local diffusers folder's UNet2DModel
 }
 
 

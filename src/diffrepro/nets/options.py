@@ -10,4 +10,5 @@ ARCH_OPTIONS = {
     "sd_mlp": ("hidden", "num_bumps", "activation", "hidden_kind"),
     "sd_multiscale": ("num_scales", "conv_channels", "conv_layers", "kernel_size", "dense_hidden", "dense_layers",
                       "num_bumps", "activation", "global_dense_hidden", "global_dense_out"),
+    "diffusers": ("path",),
 }

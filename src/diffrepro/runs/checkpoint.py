@@ -167,15 +167,16 @@ class TrainedRun:
 
     @classmethod
     def open(cls, path, device, *, run: str | None = None) -> "TrainedRun":
-        """Read model.pt at `path` and rebuild its network and process on `device`. run: the run the
-        caller needs; a checkpoint of another run is refused naming the file, before anything is
-        computed or written."""
+        """Read model.pt (or its .safetensors export) at `path` and rebuild its network and process on
+        `device`. run: the run the caller needs; a checkpoint of another run is refused naming the
+        file, before anything is computed or written."""
         from ..build import build
         from ..config import RunConfig
         from ..convention import DataMap
+        from ..interop.safetensors import load_any
         from ..io import file_sha256
 
-        ckpt = load_checkpoint(path)
+        ckpt = load_any(path)  # model.pt through the safe torch loader, or a .safetensors export
         cfg = RunConfig.from_dict(ckpt["config"])
         shape = tuple(ckpt["data_shape"])
         if run is not None and cfg.name != run:

@@ -428,6 +428,8 @@ def train(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: in
             _save_state(state_path, loop, done, group)
     bar.close()
     _check_weights(loop, steps, state_path)
+    if state_path is not None and steps == 0:  # no training (train.steps: 0): the state of the network as built
+        _save_state(state_path, loop, 0, group)
     read()
     final = {k: list(v) for k, v in history.items()}
     final_rates = list(rates)

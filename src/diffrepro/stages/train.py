@@ -129,7 +129,8 @@ def run(args, params, device):
     schedule_panel(args.schedule_plot, sched, f"{cfg.name}: β schedule and reverse-step entropy bounds")
     tail = result.final_loss  # the mean loss of the last 100 steps
     metrics = {
-        "steps": cfg.train.steps, "final_loss": float(tail), "params": count_parameters(result.model),
+        "steps": cfg.train.steps, "final_loss": float(tail) if tail == tail else None,  # None: no step was taken
+        "params": count_parameters(result.model),
         "train_wall_s": round(result.wall_s, 2), "resumed_from_step": result.resumed_from,
         "examples_per_s": round(result.steps_run * min(cfg.train.batch_size, len(x_train))
                                 / max(result.wall_s, 1e-9), 1),
@@ -139,5 +140,6 @@ def run(args, params, device):
     if init is not None:
         metrics["init_from"] = provenance
     save_json(args.metrics, metrics)
-    LOG.info("%s: %d steps in %.1f s, final loss %.5f (model %s)", cfg.name, cfg.train.steps, result.wall_s, tail,
+    LOG.info("%s: %d steps in %.1f s, final loss %s (model %s)", cfg.name, cfg.train.steps, result.wall_s,
+             f"{tail:.5f}" if tail == tail else "none (no training: the network as built)",
              file_sha256(args.model)[:12])

@@ -18,7 +18,8 @@ from . import pipeline
 
 def check_local_inputs(params: Params) -> None:
     """Local data roots, data files and weight files the params name must exist and hold what their
-    dataset entry says (nothing is ever downloaded): checked when a pipeline is planned."""
+    dataset entry says, and a model of arch diffusers its folder (nothing is ever downloaded): checked
+    when a pipeline is planned."""
     from ..data.loaders import check_source  # numpy only; imported here so that reading params stays light
     for ds in params.datasets.values():
         layout = KINDS[ds.kind].root_layout
@@ -46,6 +47,14 @@ def check_local_inputs(params: Params) -> None:
             check_source(ds.kind, **ds.options)
         except (OSError, ValueError) as exc:
             raise ParamsError(f"datasets.{ds.name} ({ds.kind}): {exc}") from None
+    for model in params.models.values():
+        if model.arch == "diffusers":  # someone else's model: a local diffusers folder (its configs, torch-free)
+            from ..interop.diffusers import read_folder
+
+            if "path" not in model.options:
+                raise ParamsError(f"models.{model.name}.path is missing; arch diffusers needs path: a local diffusers "
+                                  f"model folder (save_pretrained layout: unet/, scheduler/)")
+            read_folder(model.options["path"], f"models.{model.name}.path")
 
 
 def check_existing_checkpoints(raw: dict, root=".") -> None:
