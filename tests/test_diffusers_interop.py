@@ -275,3 +275,64 @@ def test_an_imported_folder_that_does_not_fit_is_refused_in_one_line(tmp_path):
     raw["runs"]["digits-tiny"]["diffusion"].update(var_type="fixed_large", beta_end=0.4)
     with pytest.raises(InputError, match="β schedule differs"):
         build(parse_params(raw).run("digits-tiny"), (1, 8, 8))
+
+
+class _Direct(torch.nn.Module):
+    """The diffusers model called as diffusers calls it: unet(x_t, t).sample."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x, t):
+        return self.unet(x, t).sample
+
+
+@pytest.mark.timeout(900)
+def test_a_diffusers_model_goes_through_the_chain_and_its_bound_is_the_models_own(tmp_path):
+    """Someone else's DDPM (google/ddpm-cifar10-32's configuration, random weights, T made small) as
+    a run with train.steps: 0, built by Snakemake through sample, inpaint, nll, fid and the report; the
+    bound the nll stage writes equals the bound of the diffusers model called directly."""
+    from diffrepro.build import build_process
+    from diffrepro.convention import DataMap
+    from diffrepro.metrics.bound import bound_unit, evaluate_bound
+    from diffrepro.runtime import derive_seed
+
+    from .conftest import BIN, copy_pipeline_files
+    from .roots import write_cifar_root
+    from .test_paper_chain import small
+    from .test_pipeline import sh
+
+    write_cifar_root(tmp_path / "torchvision", 4, 8)
+    raw = small("ddpm-cifar10.yaml", tmp_path / "torchvision")
+    (name,), (dataset,) = raw["runs"], raw["datasets"]
+    spec = raw["runs"][name]
+    folder = tmp_path / "ddpm-cifar10-32"
+    unet = google_like_folder(folder, spec["diffusion"]["timesteps"])
+    raw["models"] = {"google-ddpm-cifar10-32": {"arch": "diffusers", "path": str(folder)}}
+    spec["model"] = "google-ddpm-cifar10-32"
+    spec["train"].update(steps=0, keep_steps=[])
+    params = tmp_path / "imported.yaml"
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    project = tmp_path / "project"
+    project.mkdir()
+    copy_pipeline_files(project, params)
+    sh(BIN / "snakemake", "--cores", "2", cwd=project)
+
+    runs = project / "results" / "runs" / name
+    nll = json.loads((runs / "nll.json").read_text())
+    train = json.loads((runs / "train.json").read_text())
+    assert train["params"] == 35_746_307 and train["steps"] == 0 and train["final_loss"] is None
+    run = parse_params(raw).run(name)
+    x = np.load(project / "results" / "data" / dataset / "test.npz")["x"][: run.eval.nll_n]
+    process = build_process(run.diffusion, "image", 256, "ddpm")
+    gen = torch.Generator().manual_seed(derive_seed(raw["seed"], "nll", name))
+    direct = evaluate_bound(process, _Direct(unet), x, batch_size=run.eval.batch_size, generator=gen,
+                            device=torch.device("cpu"))
+    unit, to_unit = bound_unit("image", DataMap(), x.shape[1:])
+    assert nll["unit"] == unit == "bits/dim" and nll["n"] == len(x)
+    assert nll["nll"] == pytest.approx(float(to_unit(direct["total"]).mean()), rel=1e-5)
+    fid = json.loads((runs / "fid.json").read_text())
+    assert np.isfinite(fid["fid"]) and fid["feature_space"].startswith("inception-v3-compat")
+    assert np.load(runs / "samples.npz")["x"].shape == (run.sample.n, 3, 32, 32)
+    assert f"| {name} " in (project / "results" / "metrics.md").read_text()
