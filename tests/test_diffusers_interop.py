@@ -336,3 +336,8 @@ def test_a_diffusers_model_goes_through_the_chain_and_its_bound_is_the_models_ow
     assert np.isfinite(fid["fid"]) and fid["feature_space"].startswith("inception-v3-compat")
     assert np.load(runs / "samples.npz")["x"].shape == (run.sample.n, 3, 32, 32)
     assert f"| {name} " in (project / "results" / "metrics.md").read_text()
+    # the train stage's safetensors beside model.pt: the same weights, read without pickle
+    a, b = (TrainedRun.open(runs / f, torch.device("cpu")).model.state_dict()
+            for f in ("model.pt", "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((runs / "model.json").read_text())["config"]["model"]["arch"] == "diffusers"

@@ -16,6 +16,7 @@ from .test_pipeline import commit, dvc_ran, make_project, sh
 
 TARGET = "train@toyroll-ddpm"
 CACHED = ("results/data/toyroll/train.npz", "results/data/toyroll/test.npz", "results/runs/toyroll-ddpm/model.pt",
+          "results/runs/toyroll-ddpm/model.safetensors",
           "results/runs/toyroll-ddpm/train_state.pt")  # the finished state: a longer run continues from it
 
 

@@ -16,22 +16,30 @@ FORMAT = "diffrepro-safetensors-1"
 SUFFIX = ".safetensors"
 
 
-def export(model_path, out) -> list:
-    """model.pt (or a .safetensors) -> `out` (.safetensors) and `out` with .json; no notes."""
+def save(ckpt: dict, out, config_json=None, source_sha256: str | None = None) -> None:
+    """A checkpoint dict (model.pt's) as `out` (.safetensors: the EMA weights and the process state,
+    the config in its metadata) and, with `config_json`, that metadata as a JSON file; both atomic."""
     from safetensors.torch import save_file
 
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt["model"].items()}
+    tensors.update({f"process.{k}": v.detach().cpu().contiguous() for k, v in (ckpt.get("process") or {}).items()})
+    meta = {"format": FORMAT, "config": ckpt["config"], "data_shape": list(ckpt["data_shape"]),
+            "data_map": ckpt.get("data_map")}
+    if source_sha256 is not None:
+        meta["source_sha256"] = source_sha256
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata={k: json.dumps(v, sort_keys=True) for k, v in meta.items()})
+    if config_json is not None:
+        with atomic_path(config_json) as tmp:
+            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+def export(model_path, out) -> list:
+    """model.pt (or a .safetensors) -> `out` (.safetensors) and `out` with .json; no notes."""
     out = Path(out)
     if out.suffix != SUFFIX:
         raise InputError(f"--out {str(out)!r} must end in {SUFFIX}")
-    ckpt = load_any(model_path)
-    tensors = {f"model.{k}": v.contiguous() for k, v in ckpt["model"].items()}
-    tensors.update({f"process.{k}": v.contiguous() for k, v in (ckpt.get("process") or {}).items()})
-    meta = {"format": FORMAT, "config": ckpt["config"], "data_shape": list(ckpt["data_shape"]),
-            "data_map": ckpt.get("data_map"), "source_sha256": file_sha256(model_path)}
-    with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata={k: json.dumps(v, sort_keys=True) for k, v in meta.items()})
-    with atomic_path(out.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    save(load_any(model_path), out, out.with_suffix(".json"), file_sha256(model_path))
     return []
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from ..convention import DataMap
+from ..interop.safetensors import save as save_safetensors
 from ..io import file_sha256, load_data, save_csv, save_json, save_torch
 from ..nets import count_parameters
 from ..runs import distributed
@@ -117,7 +118,9 @@ def run(args, params, device):
     _tidy_checkpoints(Path(args.checkpoints), cfg, digest, result.resumed_from)
     provenance = None if init is None else {"init_from": cfg.train.init_from, "path": str(init["path"]),
                                             "sha256": init["digest"], "weights": "ema"}
-    save_torch(args.model, checkpoint_dict(cfg, result, shape, seed, data_map, provenance=provenance))
+    ckpt = checkpoint_dict(cfg, result, shape, seed, data_map, provenance=provenance)
+    save_torch(args.model, ckpt)
+    save_safetensors(ckpt, args.weights, args.weights_config, file_sha256(args.model))  # beside it, no pickle
     hist = loss_table(result.history, result.rates)
     save_csv(args.loss, hist)
     loss_curve(args.curve, hist["step"], hist["loss"], f"{cfg.name}: training loss")

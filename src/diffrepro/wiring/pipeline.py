@@ -105,6 +105,8 @@ STAGES = (
     Stage("train", "run", "diffrepro.stages.train",
           inputs=(Input("train", "prepare", "train"),),
           outputs=(Output("model", f"{RUN}/model.pt"),
+                   Output("weights", f"{RUN}/model.safetensors"),    # the EMA weights without pickle
+                   Output("weights_config", f"{RUN}/model.json", cache=False),  # its config, as JSON
                    Output("metrics", f"{RUN}/train.json", role="metric", cache=False),
                    Output("loss", f"{RUN}/loss.csv", role="plot", cache=False, plot_xy=("step", "loss")),
                    Output("curve", f"{RUN}/loss.png", cache=False, report="loss curves"),
