@@ -144,3 +144,24 @@ def test_train_and_test_data_of_different_shapes_name_the_training_file(project,
     arrays = dict(np.load(train))
     np.savez(train, **{**arrays, "x": np.concatenate([arrays["x"], arrays["x"][:, :1]], axis=1)})
     _refused(run_cli(stage, *_args(stage, project)), stage, f"data file '{train}'", "shape (3,)", "shape (2,)")
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_a_cifar_batch_reads_arrays_and_refuses_a_pickle_that_runs_code(tmp_path, protocol):
+    """CIFAR-10's python batches are pickles: they are read by an unpickler that builds containers and
+    numpy arrays only (what the real batches hold, in Python 2's protocol or a new one)."""
+    import pickle
+
+    from diffrepro.data.images import read_cifar_batch
+
+    data = np.random.default_rng(0).integers(0, 256, (3, 3072), dtype=np.uint8)
+    good = tmp_path / "data_batch_1"
+    good.write_bytes(pickle.dumps({b"data": data, b"labels": [1, 2, 3], b"batch_label": b"x"}, protocol=protocol))
+    x, y = read_cifar_batch(good)
+    assert np.array_equal(x.reshape(3, -1), data) and y.tolist() == [1, 2, 3]
+    marker = tmp_path / "marker"
+    bad = tmp_path / "test_batch"
+    bad.write_bytes(evil.legacy_pickle(marker))
+    with pytest.raises(ValueError, match=r"test_batch: not a CIFAR-10 python batch .*builtin_*s?\.exec, i.e. it would"):
+        read_cifar_batch(bad)
+    assert not marker.exists()

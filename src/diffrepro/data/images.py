@@ -195,11 +195,34 @@ CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a CIFAR batch is a dict of bytes keys, lists
+    and one uint8 array. Any other class or function a pickle names is refused (it would run code)."""
+
+    ALLOWED = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for name in ("_reconstruct", "scalar")} | {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode"), ("builtins", "bytearray"),
+        ("__builtin__", "bytearray")}  # Python 2 names (the official batches) are mapped after this check
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"its pickle calls {module}.{name}, i.e. it would run code when loaded; a "
+                                     f"CIFAR-10 batch holds only a dict, lists and a numpy array")
+
+
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 python batch: a pickled dict with data uint8 [N x 3072] (R, G, B planes, row-major)
-    and labels. Returns uint8 `[N x 3 x 32 x 32]` and int64 `[N]`. Pickles run code: trusted files only."""
+    and labels. Returns uint8 `[N x 3 x 32 x 32]` and int64 `[N]`. Read with an unpickler that builds
+    only containers and numpy arrays, so a foreign file cannot run code."""
     with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")
+        try:
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a CIFAR-10 python batch ({exc})") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path}: not a CIFAR-10 python batch (a pickled {type(batch).__name__}, not a dict)")
     data = np.asarray(batch.get(b"data", batch.get("data")))
     labels = np.asarray(batch.get(b"labels", batch.get("labels")), dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
