@@ -341,3 +341,42 @@ def test_a_diffusers_model_goes_through_the_chain_and_its_bound_is_the_models_ow
             for f in ("model.pt", "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((runs / "model.json").read_text())["config"]["model"]["arch"] == "diffusers"
+
+
+def test_an_import_that_cannot_work_stops_in_one_line_before_any_job(tmp_path, tiny_raw):
+    """Through the engines and the stage command: not a diffusers folder (when the pipeline is planned),
+    a model of another size (when the train stage builds it): one line naming the key, nothing written."""
+    import subprocess
+
+    from .conftest import BIN, copy_pipeline_files, stage_args
+
+    (tmp_path / "not-a-model").mkdir()
+    tiny_raw["models"]["theirs"] = {"arch": "diffusers", "path": str(tmp_path / "not-a-model")}
+    tiny_raw["runs"]["digits-tiny"].update(model="theirs")
+    tiny_raw["runs"]["digits-tiny"]["train"].update(steps=0, keep_steps=[])
+    project = tmp_path / "p"
+    project.mkdir()
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_raw))
+    copy_pipeline_files(project, params)
+    proc = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "1"], cwd=project, capture_output=True, text=True)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1, lines
+    assert lines[0].startswith("diffrepro: error:") and "models.theirs.path" in lines[0] \
+        and "is not a diffusers model folder" in lines[0], lines[0]
+
+    folder = tmp_path / "cifar-sized"  # a 3 x 32 x 32 model for 1 x 8 x 8 digits
+    DDPMPipeline(unet=UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8),
+                                  down_block_types=("DownBlock2D", "DownBlock2D"),
+                                  up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4, layers_per_block=1),
+                 scheduler=DDPMScheduler(num_train_timesteps=10, beta_start=1e-3, beta_end=0.5,
+                                         variance_type="fixed_large")).save_pretrained(folder)
+    tiny_raw["models"]["theirs"]["path"] = str(folder)
+    params.write_text(yaml.safe_dump(tiny_raw))
+    run_cli("prepare", *stage_args("prepare", "tinydigits", project, params), check=True)
+    proc = run_cli("train", *stage_args("train", "digits-tiny", project, params))
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("diffrepro train: error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "(3, 32, 32)" in lines[0] and "(1, 8, 8)" in lines[0], lines[0]
+    assert not (project / "results" / "runs" / "digits-tiny").exists() or \
+        not list((project / "results" / "runs" / "digits-tiny").glob("model.*"))
