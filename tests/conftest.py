@@ -17,6 +17,21 @@ BIN = Path(sys.executable).parent
 
 PIPELINE_FILES = ("Snakefile", "workflow", "dvc.yaml", "src", ".dvcignore")
 
+# Modules whose tests run the package's commands, an engine (Snakemake, DVC) or a full-size network:
+# marked `slow`. The rest, the math and the units, are the fast lane: `pytest -m "not slow"`.
+SLOW_MODULES = {
+    "test_bad_input_table", "test_bad_inputs", "test_config", "test_convention", "test_dag_agreement", "test_ddp",
+    "test_diffusers_interop", "test_dvc_remote", "test_long_run", "test_paper_chain", "test_paper_configs",
+    "test_pipeline", "test_profiles", "test_readme", "test_resume", "test_safe_loading", "test_snakemake_plugin",
+    "test_speed_bench", "test_user_data",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 def copy_pipeline_files(dest: Path, params: Path) -> None:
     """What a project needs to run the pipeline (Snakefile, rules, dvc.yaml, the package source the

@@ -249,6 +249,7 @@ def test_converted_inception_gives_the_torchscripts_features(converted):
     assert inception.conversion_error(inception.wheel_torchscript(), broken) > 1e-4  # the check can fail
 
 
+@pytest.mark.slow  # the full Inception over hundreds of images
 def test_inception_fid_of_a_set_against_itself_is_zero_and_grows_with_noise(converted, tmp_path):
     state, facts = converted
     path = tmp_path / "inception.pt"
