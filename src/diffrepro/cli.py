@@ -39,26 +39,32 @@ def add_stage_arguments(p: argparse.ArgumentParser, st: pipeline.Stage) -> None:
                        help=f"output ({out.path})")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; `only` (a stage's name): that stage's subcommand alone, so a job
+    imports its own stage's code and no other's (every job pays its imports at start-up)."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="diffrepro", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"diffrepro {__version__}")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for st in pipeline.STAGES:
+        if only is not None and st.name != only:
+            continue
         module = importlib.import_module(st.module)
         p = sub.add_parser(st.name, help=module.__doc__.splitlines()[0])
         add_stage_arguments(p, st)
         if hasattr(module, "add_arguments"):  # options of the stage's own beyond its declared paths
             module.add_arguments(p)
     for name, tool in TOOLS.items():
-        tool.add_arguments(sub.add_parser(name, help=tool.HELP))
+        if only is None:
+            tool.add_arguments(sub.add_parser(name, help=tool.HELP))
     return parser
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(argv)
+    only = argv[0] if argv and argv[0] in pipeline.STAGE_NAMES else None
+    args = build_parser(only).parse_args(argv)
     if args.stage in TOOLS:
         return TOOLS[args.stage].run(args)
     from .runs import distributed
@@ -88,11 +94,14 @@ def main(argv=None) -> int:
         if processes > 1 and not group.launched:  # the same command again, as `processes` processes
             return distributed.relaunch(argv, processes, threads)
         threads = max(1, threads // group.world)  # --threads is the job's, shared by its processes
-        configure_threads(threads)
-        device = pick_device(params.device)
         module = importlib.import_module(st.module)
-        LOG.info("%s on %s with %d thread(s)%s", args.stage, device, threads,
-                 f" in each of {group.world} processes" if group.world > 1 else "")
+        uses_torch = getattr(module, "USES_TORCH", True)  # a numpy/pandas stage: no torch, no device
+        configure_threads(threads, torch_too=uses_torch)
+        device = pick_device(params.device) if uses_torch else None
+        from .runtime import process_age
+
+        LOG.info("%s on %s with %d thread(s)%s, start-up %s", args.stage, device or "cpu (numpy)", threads,
+                 f" in each of {group.world} processes" if group.world > 1 else "", process_age())
         module.run(args, params, device)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

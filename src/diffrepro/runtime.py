@@ -9,12 +9,18 @@ from pathlib import Path
 LOG = logging.getLogger("diffrepro")
 
 
-def configure_threads(threads: int) -> None:
+def configure_threads(threads: int, torch_too: bool = True) -> None:
     """Pin torch to `threads` CPU threads; OpenMP threads sleep instead of spinning when idle.
 
     Two jobs of 2 spinning threads each on 2 cores slowed training 45x on the project's machines.
+    torch_too=False (a stage that computes without torch): only the environment is set, which torch
+    reads should it be imported later, and torch's import (a second or more of start-up) is spared.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    if not torch_too and "torch" not in sys.modules:
+        return
     import torch
 
     torch.set_num_threads(threads)
@@ -47,6 +53,18 @@ def derive_seed(seed: int, *names: str) -> int:
     import zlib
 
     return (seed * 1_000_003 + zlib.crc32("/".join(names).encode())) % 2**31
+
+
+def process_age() -> str:
+    """Seconds since this process started, as "1.23 s" (Linux: /proc; elsewhere "n/a"): the start-up a
+    job pays before its stage begins work (the interpreter, the imports, the params checks).
+    benchmarks/pipeline_time.py reads it from the rule logs."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])  # starttime, field 22
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return f"{max(0.0, uptime - ticks / os.sysconf('SC_CLK_TCK')):.2f} s"
+    except (OSError, ValueError, IndexError):
+        return "n/a"
 
 
 def setup_logging(log_path=None) -> None:

@@ -8,6 +8,7 @@ from ..runtime import derive_seed
 from ..tables.plots import show_data
 
 LOG = logging.getLogger("diffrepro.prepare")
+USES_TORCH = False  # reads and writes numpy arrays and a picture: no torch (start-up)
 
 
 def run(args, params, device):

@@ -15,6 +15,7 @@ from ..tables.paper import PAPER_FIGURES, PAPER_UNITS
 from ..wiring import pipeline
 
 LOG = logging.getLogger("diffrepro.report")
+USES_TORCH = False  # reads and writes tables and a picture with pandas: no torch (start-up)
 
 
 def gather(params, runs_dir: Path) -> pd.DataFrame:
