@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 
 # OpenMP threads must sleep, not spin, when two jobs share the cores; set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -61,6 +62,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _claim_devices(st, params) -> None:
+    """On a machine with several GPUs, the devices this job holds (its `gpu` resource) become its own
+    (runtime.claim_gpus): jobs running at once never share one. Logged with the time it is released."""
+    import atexit
+
+    from .runtime import claim_gpus, gpu_pool
+    from .wiring import engines
+
+    pool = gpu_pool()
+    claimed = claim_gpus(engines.snakemake_resources(st, params)["gpu"], pool)
+    if claimed is None:
+        return
+    held = f"GPU {','.join(claimed)}" if claimed else "no GPU (it runs on the CPU)"
+    LOG.info("GPU pool %s: this job holds %s from %.3f (epoch s)", ",".join(pool), held, time.time())
+    if claimed:
+        atexit.register(lambda: LOG.info("GPU pool: this job releases %s at %.3f (epoch s)", held, time.time()))
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     only = argv[0] if argv and argv[0] in pipeline.STAGE_NAMES else None
@@ -91,6 +110,7 @@ def main(argv=None) -> int:
             raise ValueError(f"stage {st.name} runs in one process, not under torchrun (WORLD_SIZE = {group.world}); "
                              f"allowed under torchrun: {', '.join(s.name for s in pipeline.STAGES if s.processes)}")
         processes = engines.job_processes(st, raw, getattr(args, st.wildcard) if st.wildcard else None)
+        _claim_devices(st, params)
         if processes > 1 and not group.launched:  # the same command again, as `processes` processes
             return distributed.relaunch(argv, processes, threads)
         threads = max(1, threads // group.world)  # --threads is the job's, shared by its processes

@@ -158,3 +158,80 @@ def _line_bar_class():
 
         _LINE_BAR = LineBar
     return _LINE_BAR
+
+
+# ---- one GPU per job on a machine with several ------------------------------------------------------
+
+GPU_POOL_ENV = "DIFFREPRO_GPUS"            # the devices jobs share, e.g. "0,1,2,3" (default: the visible ones)
+GPU_LOCKS_ENV = "DIFFREPRO_GPU_LOCKS"      # the folder of the per-device lock files (default: the temp dir's)
+_CLAIMED = "DIFFREPRO_GPUS_CLAIMED"         # set once a job holds its devices (torchrun's children inherit)
+_HELD: list = []                           # the open lock files: held until this process ends
+
+
+def gpu_pool() -> list:
+    """The devices jobs on this machine share: DIFFREPRO_GPUS, else CUDA_VISIBLE_DEVICES, else the GPUs
+    nvidia-smi lists; [] when there are none. Read without initialising CUDA (it must not have chosen
+    a device before a job sets CUDA_VISIBLE_DEVICES)."""
+    for name in (GPU_POOL_ENV, "CUDA_VISIBLE_DEVICES"):
+        value = os.environ.get(name)
+        if value is not None:
+            return [d.strip() for d in value.split(",") if d.strip()]
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def claim_gpus(count: int, pool: list | None = None, lock_dir=None, poll_s: float = 0.2) -> list | None:
+    """Give this job `count` devices of its own from the pool (gpu_pool()) by holding one lock file per
+    device (fcntl.flock, released when the process ends, even killed), waiting while all are held, and
+    set CUDA_VISIBLE_DEVICES to them before CUDA starts. A job holding no GPU (count 0) sees none and
+    runs on the CPU. None (nothing changed): a pool of one device or none, or devices already claimed
+    for this job (a torchrun child). Snakemake's `--resources gpu=N` caps how many devices running jobs
+    hold, so with N = the pool's size a job waits here only briefly, if at all."""
+    import fcntl
+    import tempfile
+    import time
+
+    pool = gpu_pool() if pool is None else [str(d) for d in pool]
+    if os.environ.get(_CLAIMED) or len(pool) <= 1:
+        return None
+    if count <= 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        os.environ[_CLAIMED] = "none"
+        return []
+    if count > len(pool):
+        raise ValueError(f"a job holding gpu = {count} needs {count} devices; the pool has {len(pool)} "
+                         f"({','.join(pool)}); allowed: gpu <= {len(pool)}")
+    folder = Path(lock_dir or os.environ.get(GPU_LOCKS_ENV) or Path(tempfile.gettempdir()) / "diffrepro-gpu-locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    held = []
+    while True:
+        for device in pool:
+            if len(held) == count:
+                break
+            handle = open(folder / f"gpu-{device}.lock", "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            held.append((device, handle))
+        if len(held) == count:
+            break
+        for _, handle in held:  # never sit on part of a request while waiting for the rest
+            handle.close()
+        held = []
+        time.sleep(poll_s)
+    _HELD.extend(handle for _, handle in held)
+    devices = [device for device, _ in held]
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    os.environ[_CLAIMED] = ",".join(devices)
+    return devices
