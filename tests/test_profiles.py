@@ -151,3 +151,67 @@ def test_gpu_box_runs_gpu_jobs_one_at_a_time(tmp_path):
     raw["resources"]["train"] = {"mem_mb": 9000, "runtime_min": 5, "gpu": 0}
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     assert "Nothing to be done" in sh(BIN / "snakemake", "-n", "--cores", "1", *targets, cwd=project)
+
+
+def _fake_srun(folder: Path) -> Path:
+    """An `srun` that records its arguments and succeeds: what a SLURM allocation would be asked to run."""
+    folder.mkdir()
+    srun = folder / "srun"
+    srun.write_text("#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$(dirname \"$0\")/argv\"\n")
+    srun.chmod(0o755)
+    return folder
+
+
+def test_multi_node_training_starts_one_torchrun_per_node_through_srun(tmp_path, tiny_raw):
+    import os
+    import socket
+    import subprocess
+
+    from .conftest import stage_args
+
+    tiny_raw["runs"]["toyroll-ddpm"]["train"].update(nodes=2, processes=2)  # batch 64 over 2 x 2 processes
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_raw))
+    fake = _fake_srun(tmp_path / "bin")
+    args = stage_args("train", "toyroll-ddpm", tmp_path, params)
+    base = {**os.environ, "PATH": f"{fake}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}"}
+    base.pop("SLURM_JOB_ID", None)
+
+    def train(**env):
+        return subprocess.run([str(BIN / "diffrepro"), "train", *map(str, args)], env={**base, **env},
+                              capture_output=True, text=True)
+
+    proc = train(SLURM_JOB_ID="4242", SLURM_JOB_NUM_NODES="2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    argv = (fake / "argv").read_text().splitlines()
+    head = argv[:argv.index("-m")]
+    assert head[:4] == ["--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    assert Path(head[4]).parent == BIN and Path(head[4]).name.startswith("python")  # this venv's Python
+    torchrun = argv[argv.index("torch.distributed.run") + 1:]
+    assert torchrun[:5] == ["--nnodes=2", "--rdzv_backend=c10d", f"--rdzv_endpoint={socket.gethostname()}:29742",
+                            "--rdzv_id=4242", "--nproc_per_node=2"]
+    assert torchrun[5:9] == ["-m", "--", "diffrepro", "train"] and torchrun[9:] == list(map(str, args))
+    assert "2 process(es) on each of 2 machine(s): srun --nodes=2" in proc.stderr
+    # outside an allocation, or in one too small: one line naming the key
+    for env, fragment in (({}, "not in one (no SLURM_JOB_ID)"), ({"SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "1"},
+                                                                 "holds 1 node(s); allowed: train.nodes <= 1")):
+        proc = train(**env)
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("diffrepro train: error:")]
+        assert proc.returncode == 2 and len(lines) == 1 and "train.nodes = 2" in lines[0] and fragment in lines[0], \
+            proc.stderr[-2000:]
+
+
+def test_slurm_plans_a_multi_node_training_as_one_job_over_its_nodes(tmp_path):
+    project = make_copy(tmp_path, None)
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["runs"]["toyroll-ddpm"]["train"].update(nodes=2, processes=2)
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    jobs = planned(sh(BIN / "snakemake", "-n", "--profile", SLURM, cwd=project))
+    by_run = {job.get("nodes"): job for job in jobs["train"]}
+    assert set(by_run) == {"1", "2"}
+    many, one = by_run["2"], by_run["1"]
+    assert (many["tasks"], many["mpi"], many["tasks_per_gpu"]) == ("2", "srun", "0")
+    assert one["tasks"] == "1" and one.get("mpi", "") == ""
+    raw["runs"]["toyroll-ddpm"]["train"].update(nodes=3)  # 64 examples over 3 x 2 processes
+    with pytest.raises(ParamsError, match=r"batch_size = 64 cannot be split evenly over 6 processes \(.*nodes = 3"):
+        parse_params(raw)

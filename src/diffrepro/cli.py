@@ -109,10 +109,11 @@ def main(argv=None) -> int:
         if group.world > 1 and st.processes is None:
             raise ValueError(f"stage {st.name} runs in one process, not under torchrun (WORLD_SIZE = {group.world}); "
                              f"allowed under torchrun: {', '.join(s.name for s in pipeline.STAGES if s.processes)}")
-        processes = engines.job_processes(st, raw, getattr(args, st.wildcard) if st.wildcard else None)
+        key = getattr(args, st.wildcard) if st.wildcard else None
+        processes, nodes = engines.job_processes(st, raw, key), engines.job_nodes(st, raw, key)
         _claim_devices(st, params)
-        if processes > 1 and not group.launched:  # the same command again, as `processes` processes
-            return distributed.relaunch(argv, processes, threads)
+        if (processes > 1 or nodes > 1) and not group.launched:  # the same command again, as its processes
+            return distributed.relaunch(argv, processes, threads, nodes)
         threads = max(1, threads // group.world)  # --threads is the job's, shared by its processes
         module = importlib.import_module(st.module)
         uses_torch = getattr(module, "USES_TORCH", True)  # a numpy/pandas stage: no torch, no device

@@ -99,6 +99,7 @@ class TrainConfig:
     checkpoint_every: int = 1000    # resumable training state every N steps
     hflip: bool = False             # random horizontal flips (images only)
     processes: int = 1              # training processes (torchrun, DDP), each a batch_size/processes slice
+    nodes: int = 1                  # machines of a SLURM allocation, `processes` on each (srun + torchrun)
     compile: bool = False           # torch.compile the network for training (for CUDA; the CPU needs a C++ compiler)
     log_every: int = 100            # a row of loss.csv (rewritten live) and a log line with rate and ETA every N steps
     sample_every: int = 0           # a row of training_samples.png from the EMA every N steps; 0: at the end only
@@ -325,10 +326,13 @@ def _check_processes(run: dict, where: str, source: str) -> None:
     """The training processes split every batch evenly."""
     train = run["train"]
     processes = train.get("processes", TrainConfig.processes)
+    nodes = train.get("nodes", TrainConfig.nodes)
     batch = train.get("batch_size", TrainConfig.batch_size)
-    if batch % processes:
-        raise ParamsError(f"{source}: {where}.train.batch_size = {batch} cannot be split evenly over "
-                          f"{where}.train.processes = {processes}; allowed: a batch_size divisible by {processes}")
+    if batch % (processes * nodes):
+        over = (f"{where}.train.processes = {processes}" if nodes == 1 else
+                f"{nodes * processes} processes ({where}.train.nodes = {nodes} x processes = {processes})")
+        raise ParamsError(f"{source}: {where}.train.batch_size = {batch} cannot be split evenly over {over}; "
+                          f"allowed: a batch_size divisible by {processes * nodes}")
 
 
 def _check_train_record(name: str, run: dict, raw: dict, source: str) -> None:

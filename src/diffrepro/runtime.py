@@ -201,8 +201,8 @@ def claim_gpus(count: int, pool: list | None = None, lock_dir=None, poll_s: floa
     import time
 
     pool = gpu_pool() if pool is None else [str(d) for d in pool]
-    if os.environ.get(_CLAIMED) or len(pool) <= 1:
-        return None
+    if os.environ.get(_CLAIMED) or os.environ.get("SLURM_JOB_ID") or len(pool) <= 1:
+        return None  # (SLURM gives each job and node its own devices)
     if count <= 0:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
         os.environ[_CLAIMED] = "none"

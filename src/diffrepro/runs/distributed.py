@@ -90,13 +90,42 @@ def gather(obj, group: Group) -> list:
     return found
 
 
-def relaunch(argv: list, processes: int, threads: int) -> int:
-    """Run `diffrepro <argv>` as `processes` processes of this Python under torchrun on this machine
-    (each with threads // processes CPU threads, at least one); returns torchrun's exit status."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // processes))}
+RDZV_PORT = 29500  # torchrun's rendezvous port on the first node (plus the job id mod 1000: jobs sharing a node)
+
+
+def launch_command(argv: list, processes: int, nodes: int = 1, environ=None) -> list:
+    """The command that runs `diffrepro <argv>` as `processes` processes per machine on `nodes` machines:
+    torchrun --standalone on this one; on several, srun starting one torchrun per node of this SLURM
+    allocation, meeting at this node (the first: where the job's command runs) by c10d rendezvous.
+    ValueError (one line) when several nodes are asked for outside an allocation big enough."""
+    environ = os.environ if environ is None else environ
     # `--`: torchrun's own options end there, so the stage's flags (--run) are not taken for its (--run-path)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "--", "diffrepro", *argv]
-    LOG.info("%d processes: torchrun --standalone --nproc_per_node %d -m diffrepro %s", processes, processes,
-             " ".join(argv))
+    tail = [f"--nproc_per_node={processes}", "-m", "--", "diffrepro", *argv]
+    if nodes == 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", *tail]
+    job = environ.get("SLURM_JOB_ID")
+    if job is None:
+        raise ValueError(f"train.nodes = {nodes} runs one training over {nodes} machines of a SLURM allocation, and "
+                         f"this job is not in one (no SLURM_JOB_ID): run it through `snakemake --profile "
+                         f"workflow/profiles/slurm`, or set train.nodes: 1 (train.processes for one machine)")
+    have = int(environ.get("SLURM_JOB_NUM_NODES") or environ.get("SLURM_NNODES") or 1)
+    if have < nodes:
+        raise ValueError(f"train.nodes = {nodes}, but SLURM job {job} holds {have} node(s); allowed: "
+                         f"train.nodes <= {have} (the profile asks sbatch for --nodes=train.nodes)")
+    import socket
+
+    endpoint = f"{socket.gethostname()}:{RDZV_PORT + int(job) % 1000 if job.isdigit() else RDZV_PORT}"
+    return ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+            sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={endpoint}", f"--rdzv_id={job}", *tail]
+
+
+def relaunch(argv: list, processes: int, threads: int, nodes: int = 1) -> int:
+    """Run `diffrepro <argv>` as `processes` processes of this Python per machine under torchrun, on this
+    machine or on `nodes` of a SLURM allocation (each process with threads // processes CPU threads, at
+    least one); returns the launcher's exit status."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // processes))}
+    command = launch_command(argv, processes, nodes)
+    LOG.info("%d process(es) on each of %d machine(s): %s", processes, nodes,
+             " ".join(c if c != sys.executable else "python" for c in command))
     return subprocess.run(command, env=env).returncode

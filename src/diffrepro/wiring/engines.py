@@ -138,6 +138,14 @@ def job_processes(st: Stage, raw: dict, key: str | None) -> int:
     return 1 if value is None else int(value)
 
 
+def job_nodes(st: Stage, raw: dict, key: str | None) -> int:
+    """How many machines one job of `st` spans: its params key `Stage.nodes`; 1 where none."""
+    if st.nodes is None:
+        return 1
+    value = _lookup(raw, pipeline.fill(st.nodes, **{st.wildcard: key}))
+    return 1 if value is None else int(value)
+
+
 def snakemake_threads(st: Stage, config: dict, threads: int):
     """The rule's `threads:` `threads` (params threads) for each of a job's processes; the stage
     shares its --threads out among them."""
@@ -165,6 +173,15 @@ def snakemake_resources(st: Stage, params) -> dict:
         found["mem_mb"] = res.mem_mb
     if res.runtime_min is not None:
         found["runtime"] = res.runtime_min
+    if st.nodes is not None and any(run.train.nodes > 1 for run in params.runs.values()):
+        # a job over several machines (snakemake-executor-plugin-slurm): sbatch --nodes=M --ntasks=M,
+        # and `mpi` so that the job's command is not itself wrapped in a one-task srun: it starts one
+        # torchrun per node with srun (runs/distributed.py); tasks_per_gpu 0 keeps --ntasks-per-gpu out
+        def nodes(wildcards):
+            return params.run(wildcards.get(st.wildcard)).train.nodes
+
+        found.update(nodes=nodes, tasks=nodes, mpi=lambda wildcards: "srun" if nodes(wildcards) > 1 else "",
+                     tasks_per_gpu=0)
     return found
 
 

@@ -63,6 +63,7 @@ class Stage:
                                       # written out in params files: DVC refuses a missing one)
     gpu: bool = False                 # holds the GPU (Snakemake resource `gpu`)
     processes: str | None = None      # params key of the job's process count (template; torchrun when > 1)
+    nodes: str | None = None          # params key of the job's node count (template; srun + torchrun when > 1)
 
     @property
     def log(self) -> str:
@@ -117,7 +118,7 @@ STAGES = (
                    Output("state", f"{RUN}/train_state.pt", persist=True)),
           params=(*TORCH, "models.{model}", "runs.{run}.dataset", "runs.{run}.model", "runs.{run}.diffusion",
                   "runs.{run}.train"),
-          gpu=True, processes="runs.{run}.train.processes"),
+          gpu=True, processes="runs.{run}.train.processes", nodes="runs.{run}.train.nodes"),
     Stage("sample", "run", "diffrepro.stages.sample",
           inputs=(Input("model", "train", "model"), Input("test", "prepare", "test")),
           outputs=(Output("samples", f"{RUN}/samples.npz"),
