@@ -74,10 +74,9 @@ def _claim_devices(st, params) -> None:
     claimed = claim_gpus(engines.snakemake_resources(st, params)["gpu"], pool)
     if claimed is None:
         return
-    held = f"GPU {','.join(claimed)}" if claimed else "no GPU (it runs on the CPU)"
+    held = f"GPU {','.join(claimed)}"
     LOG.info("GPU pool %s: this job holds %s from %.3f (epoch s)", ",".join(pool), held, time.time())
-    if claimed:
-        atexit.register(lambda: LOG.info("GPU pool: this job releases %s at %.3f (epoch s)", held, time.time()))
+    atexit.register(lambda: LOG.info("GPU pool: this job releases %s at %.3f (epoch s)", held, time.time()))
 
 
 def main(argv=None) -> int:

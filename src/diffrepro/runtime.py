@@ -192,10 +192,11 @@ def gpu_pool() -> list:
 def claim_gpus(count: int, pool: list | None = None, lock_dir=None, poll_s: float = 0.2) -> list | None:
     """Give this job `count` devices of its own from the pool (gpu_pool()) by holding one lock file per
     device (fcntl.flock, released when the process ends, even killed), waiting while all are held, and
-    set CUDA_VISIBLE_DEVICES to them before CUDA starts. A job holding no GPU (count 0) sees none and
-    runs on the CPU. None (nothing changed): a pool of one device or none, or devices already claimed
-    for this job (a torchrun child). Snakemake's `--resources gpu=N` caps how many devices running jobs
-    hold, so with N = the pool's size a job waits here only briefly, if at all."""
+    set CUDA_VISIBLE_DEVICES to them before CUDA starts. None (nothing changed): a job holding no GPU
+    (count 0: it sees every device and uses the first, as on a one-GPU machine, rather than fall back
+    to the CPU), a pool of one device or none, a SLURM job (SLURM assigns devices), or devices already
+    claimed for this job (a torchrun child). Snakemake's `--resources gpu=N` caps how many devices
+    running jobs hold, so with N = the pool's size a job waits here only briefly, if at all."""
     import fcntl
     import tempfile
     import time
@@ -204,9 +205,7 @@ def claim_gpus(count: int, pool: list | None = None, lock_dir=None, poll_s: floa
     if os.environ.get(_CLAIMED) or os.environ.get("SLURM_JOB_ID") or len(pool) <= 1:
         return None  # (SLURM gives each job and node its own devices)
     if count <= 0:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        os.environ[_CLAIMED] = "none"
-        return []
+        return None
     if count > len(pool):
         raise ValueError(f"a job holding gpu = {count} needs {count} devices; the pool has {len(pool)} "
                          f"({','.join(pool)}); allowed: gpu <= {len(pool)}")
