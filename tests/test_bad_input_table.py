@@ -53,7 +53,7 @@ CASES = [
     ("beta-zero", lambda r: run(r)["diffusion"].update(beta_start=0.0), ["diffusion.beta_start", "0.0", "minimum"]),
     ("beta-reversed", lambda r: run(r)["diffusion"].update(beta_start=0.5, beta_end=0.1),
      ["diffusion.beta_start = 0.5", "below", "beta_end = 0.1"]),
-    ("negative-steps", lambda r: run(r)["train"].update(steps=-5), ["train.steps", "-5", "minimum of 1"]),
+    ("negative-steps", lambda r: run(r)["train"].update(steps=-5), ["train.steps", "-5", "minimum of 0"]),
     ("batch-zero", lambda r: run(r)["train"].update(batch_size=0), ["train.batch_size", "0", "minimum"]),
     ("sample-n-zero", lambda r: run(r)["sample"].update(n=0), ["sample.n", "0", "minimum"]),
     ("fid-n-one", lambda r: run(r)["eval"].update(fid_n=1), ["eval.fid_n", "1", "minimum"]),
