@@ -122,10 +122,10 @@ class _Peek(pickle.Unpickler):
         return None
 
 
-def peek_checkpoint_run(path) -> str:
-    """The run name inside a diffrepro model.pt, read cheaply (no torch import, no tensors): for
-    checking a checkpoint when a pipeline is planned. InputError when the file is cut short, is not
-    a torch zip, or is not a diffrepro checkpoint."""
+def peek_checkpoint(path):
+    """A torch checkpoint's pickled object read cheaply: no torch import, no tensor data (tensors read
+    as None), no code run. InputError when the file is cut short, is not a torch zip, or its pickle
+    names anything but containers."""
     import zipfile
 
     path = Path(path)
@@ -142,6 +142,14 @@ def peek_checkpoint_run(path) -> str:
                              f"loaded") from None
         raise InputError(f"checkpoint {str(path)!r} is corrupt or not a diffrepro checkpoint "
                          f"({type(exc).__name__}: {exc})") from None
+    return ckpt
+
+
+def peek_checkpoint_run(path) -> str:
+    """The run name inside a diffrepro model.pt, read cheaply (peek_checkpoint): for checking a
+    checkpoint when a pipeline is planned. InputError when it cannot be read or is not a diffrepro
+    checkpoint."""
+    ckpt = peek_checkpoint(path)
     config = ckpt.get("config") if isinstance(ckpt, dict) else None
     run = config.get("name") if isinstance(config, dict) else None
     if not isinstance(run, str) or "model" not in ckpt:
