@@ -44,7 +44,6 @@ def generate(model_path, n: int, out, sampler: str = "ancestral", steps: int | N
 
     from ..diffusion.families import family
     from ..runs.checkpoint import TrainedRun
-    from ..runs.sampling import sample
     from ..runtime import progress
     from ..tables.plots import to_uint8_images
 
@@ -62,16 +61,10 @@ def generate(model_path, n: int, out, sampler: str = "ancestral", steps: int | N
     if steps is not None and steps > process.num_timesteps:
         raise InputError(f"--steps = {steps} exceeds the model's T = {process.num_timesteps}; allowed: 1..T")
     gen = torch.Generator(device=dev).manual_seed(seed)
-    chunks, left = [], n
     walk = steps or process.num_timesteps
     with progress(total=-(-n // batch_size) * walk, desc=f"generate {run.name}", unit="step") as bar:
-        while left > 0:
-            b = min(left, batch_size)
-            z = sample(process, trained.model, (b, *trained.data_shape), generator=gen, device=dev,
-                       clip_denoised=run.sample.clip_denoised, sampler=sampler, steps=steps, eta=eta, bar=bar)
-            chunks.append(trained.data_map.from_process(z).cpu())
-            left -= b
-    images = to_uint8_images(torch.cat(chunks).float().numpy())  # [N x H x W x C] uint8
+        x = trained.draw(n, gen, batch_size, sampler, steps, eta, clip_denoised=run.sample.clip_denoised, bar=bar)
+    images = to_uint8_images(x.float().numpy())  # [N x H x W x C] uint8
     from PIL import Image
 
     out.parent.mkdir(parents=True, exist_ok=True)

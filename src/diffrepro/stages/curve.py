@@ -18,7 +18,6 @@ import torch
 from ..io import InputError, load_data, load_npz, require_file, save_csv
 from ..metrics.bound import bound_unit, evaluate_bound
 from ..runs.checkpoint import TrainedRun, kept_steps
-from ..runs.sampling import sample
 from ..runtime import derive_seed
 from ..tables.plots import quality_curve
 from .fid import feature_space
@@ -57,14 +56,8 @@ def run(args, params, device):
     rows = []
     for i, (step, trained) in enumerate(runs):
         gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "curve", cfg.name))
-        chunks, left = [], n_fid
-        while left > 0:
-            b = min(left, cfg.eval.batch_size)
-            x = sample(trained.process, trained.model, (b, *trained.data_shape), generator=gen, device=device,
-                       progress=False, sampler=cfg.sample.sampler, steps=cfg.sample.steps, eta=cfg.sample.eta)
-            chunks.append(trained.data_map.from_process(x).cpu())
-            left -= b
-        samples = torch.cat(chunks).numpy().astype(np.float32)
+        samples = trained.draw(n_fid, gen, cfg.eval.batch_size, cfg.sample.sampler, cfg.sample.steps,
+                               cfg.sample.eta).numpy().astype(np.float32)
         f_samples = fid.extract_features(net, samples)
         score = fid.fid_kid_from_features(f_samples, ref["test"][:n_fid],
                                           seed=derive_seed(params.seed, "fid", cfg.name))
