@@ -266,6 +266,12 @@ def test_an_imported_folder_that_does_not_fit_is_refused_in_one_line(tmp_path):
         DiffusersUNet((3, 32, 32), path=str(folder))
     with pytest.raises(InputError, match="outputs 1 channels; this run's process needs 2"):
         DiffusersUNet((1, 8, 8), out_mult=2, path=str(folder))
+    pickled = tmp_path / "pickled"  # weights saved as a .bin (a pickle): never loaded
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=10)).save_pretrained(
+        pickled, safe_serialization=False)
+    assert (pickled / "unet" / "diffusion_pytorch_model.bin").is_file()
+    with pytest.raises(InputError, match="could not be read with safetensors.*a .bin holds a pickle"):
+        DiffusersUNet((1, 8, 8), path=str(pickled))
     raw, _ = tiny_run()
     raw["models"]["theirs"] = {"arch": "diffusers", "path": str(folder)}
     raw["runs"]["digits-tiny"]["model"] = "theirs"

@@ -35,14 +35,14 @@ VARIANCES = ("fixed_small", "fixed_large", "learned_range")     # the same names
 PIPELINE_LEVELS = 256  # DDPMPipeline returns images in [0, 1] a PIL/uint8 consumer reads as 8 bits
 
 
-def _needs_diffusers(what: str):
+def needs_diffusers(what: str):
     try:
         import diffusers
     except ImportError:
         raise InputError(f"{what} needs the diffusers package, which is not installed; install it with "
                          f"`pip install -e '.[interop]'` (the dev extra has it too)") from None
     diffusers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.set_verbosity(diffusers.utils.logging.CRITICAL)  # our own one-line messages say it
     return diffusers
 
 
@@ -182,7 +182,7 @@ def export(model_path, out, device="cpu") -> list:
     before anything is written; `out` appears whole or not at all."""
     from ..runs.checkpoint import TrainedRun
 
-    _needs_diffusers("export --format diffusers")
+    needs_diffusers("export --format diffusers")
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
     out = Path(out)
@@ -254,7 +254,7 @@ def check_scheduler(run, process, folder) -> None:
     if diff.family != "ddpm":
         raise InputError(f"{where}.diffusion.family = {diff.family!r}, but a diffusers model is a DDPM "
                          f"network; allowed: ddpm")
-    _needs_diffusers("a model of arch diffusers")
+    needs_diffusers("a model of arch diffusers")
     import torch
     from diffusers import DDPMScheduler
 

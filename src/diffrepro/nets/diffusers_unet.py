@@ -16,7 +16,7 @@ class DiffusersUNet(nn.Module):
 
     def __init__(self, data_shape, out_mult: int = 1, num_timesteps: int = 1000, path: str | None = None):
         super().__init__()
-        from ..interop.diffusers import _needs_diffusers, read_folder
+        from ..interop.diffusers import needs_diffusers, read_folder
         from ..io import InputError
 
         if path is None:
@@ -35,10 +35,16 @@ class DiffusersUNet(nn.Module):
                              f"this run's process needs {out_mult * channels} ({out_mult} per data channel: "
                              f"{'ε and a variance' if out_mult == 2 else 'the mean target alone'}); set "
                              f"diffusion.var_type to match the model")
-        _needs_diffusers("a model of arch diffusers")
+        needs_diffusers("a model of arch diffusers")
         from diffusers import UNet2DModel
 
-        self.unet = UNet2DModel.from_pretrained(Path(path) / "unet", local_files_only=True)
+        try:  # safetensors only: a pickled .bin from elsewhere is never unpickled
+            self.unet = UNet2DModel.from_pretrained(Path(path) / "unet", local_files_only=True, use_safetensors=True)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"the diffusers model at {str(path)!r} could not be read with safetensors ({first}); "
+                             f"allowed: a folder saved by save_pretrained with safetensors weights (diffusers' "
+                             f"default; a .bin holds a pickle, which is never loaded)") from None
         self.config = {"path": str(path)}
         self.data_shape, self.out_mult, self.num_timesteps = tuple(data_shape), out_mult, num_timesteps
 
