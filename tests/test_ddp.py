@@ -65,7 +65,7 @@ def test_two_processes_train_as_one_with_the_whole_batch(trained):
     np.testing.assert_allclose(loss_b["loss"], loss_a["loss"], rtol=1e-5)  # the whole batch's loss, not rank 0's
     assert torch.load(trained / "two" / "train_state.pt", weights_only=True)["step"] == loss_a["step"].iloc[-1]
     log = (trained / "two.log").read_text()
-    assert log.count("final loss") == 1 and "nproc_per_node 2" in log  # rank 0 alone logs to the file
+    assert log.count("final loss") == 1 and "--nproc_per_node=2" in log  # rank 0 alone logs to the file
 
 
 def _job(argv: list, stop: bool) -> None:
