@@ -201,27 +201,6 @@ class TrainedRun:
                    data_map=DataMap.from_dict(ckpt.get("data_map")), data_shape=shape, path=Path(path),
                    digest=file_sha256(path))
 
-    def draw(self, n: int, generator, batch_size: int, sampler: str = "ancestral", steps: int | None = None,
-             eta: float = 0.0, clip_denoised: bool | None = None, bar=None):
-        """`n` samples in `batch_size` chunks from one generator, mapped back to the stored examples'
-        convention, on the CPU `[n x ...]` (the curve stage, `diffrepro generate`)."""
-        import torch
-
-        from .sampling import sample
-
-        chunks, left = [], n
-        while left > 0:
-            b = min(left, batch_size)
-            z = sample(self.process, self.model, (b, *self.data_shape), generator=generator, device=self.device,
-                       progress=False, clip_denoised=clip_denoised, sampler=sampler, steps=steps, eta=eta, bar=bar)
-            chunks.append(self.data_map.from_process(z).cpu())
-            left -= b
-        return torch.cat(chunks)
-
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
-
     def check_data(self, data_path, x) -> None:
         """Data the caller will feed this run (`x`, read from `data_path`) must have the examples'
         shape it was trained on: InputError naming the data file otherwise."""

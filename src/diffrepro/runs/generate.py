@@ -44,6 +44,7 @@ def generate(model_path, n: int, out, sampler: str = "ancestral", steps: int | N
 
     from ..diffusion.families import family
     from ..runs.checkpoint import TrainedRun
+    from ..runs.sampling import draw
     from ..runtime import progress
     from ..tables.plots import to_uint8_images
 
@@ -63,7 +64,7 @@ def generate(model_path, n: int, out, sampler: str = "ancestral", steps: int | N
     gen = torch.Generator(device=dev).manual_seed(seed)
     walk = steps or process.num_timesteps
     with progress(total=-(-n // batch_size) * walk, desc=f"generate {run.name}", unit="step") as bar:
-        x = trained.draw(n, gen, batch_size, sampler, steps, eta, clip_denoised=run.sample.clip_denoised, bar=bar)
+        x = draw(trained, n, gen, batch_size, sampler, steps, eta, clip_denoised=run.sample.clip_denoised, bar=bar)
     images = to_uint8_images(x.float().numpy())  # [N x H x W x C] uint8
     from PIL import Image
 

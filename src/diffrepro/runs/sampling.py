@@ -78,6 +78,22 @@ def sample(process: DiffusionProcess, model, shape, generator: torch.Generator |
     return x
 
 
+def draw(trained, n: int, generator, batch_size: int, sampler: str | Sampler = "ancestral", steps: int | None = None,
+         eta: float = 0.0, clip_denoised: bool | None = None, bar=None) -> torch.Tensor:
+    """`n` samples of a trained run (checkpoint.TrainedRun) in `batch_size` chunks from one generator,
+    mapped back to the stored examples' convention, on the CPU `[n x ...]` (the curve stage,
+    `diffrepro generate`)."""
+    device = next(trained.model.parameters()).device
+    chunks, left = [], n
+    while left > 0:
+        b = min(left, batch_size)
+        z = sample(trained.process, trained.model, (b, *trained.data_shape), generator=generator, device=device,
+                   progress=False, clip_denoised=clip_denoised, sampler=sampler, steps=steps, eta=eta, bar=bar)
+        chunks.append(trained.data_map.from_process(z).cpu())
+        left -= b
+    return torch.cat(chunks)
+
+
 class InpaintMode(Choice):
     """How known coordinates are held during the reverse trajectory."""
 

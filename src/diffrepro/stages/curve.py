@@ -18,6 +18,7 @@ import torch
 from ..io import InputError, load_data, load_npz, require_file, save_csv
 from ..metrics.bound import bound_unit, evaluate_bound
 from ..runs.checkpoint import TrainedRun, kept_steps
+from ..runs.sampling import draw
 from ..runtime import derive_seed
 from ..tables.plots import quality_curve
 from .fid import feature_space
@@ -56,8 +57,8 @@ def run(args, params, device):
     rows = []
     for i, (step, trained) in enumerate(runs):
         gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "curve", cfg.name))
-        samples = trained.draw(n_fid, gen, cfg.eval.batch_size, cfg.sample.sampler, cfg.sample.steps,
-                               cfg.sample.eta).numpy().astype(np.float32)
+        samples = draw(trained, n_fid, gen, cfg.eval.batch_size, cfg.sample.sampler, cfg.sample.steps,
+                       cfg.sample.eta).numpy().astype(np.float32)
         f_samples = fid.extract_features(net, samples)
         score = fid.fid_kid_from_features(f_samples, ref["test"][:n_fid],
                                           seed=derive_seed(params.seed, "fid", cfg.name))
