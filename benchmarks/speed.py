@@ -234,7 +234,7 @@ def build_ours(args, run, shape, device) -> Side:
     x_eval = random_images(batch, shape, levels, seed=1)
 
     def bound_round():
-        evaluate_bound(process, net, x_eval, batch_size=batch, generator=gen, device=device)
+        evaluate_bound(process, net, x_eval, batch_size=batch, seed=0, device=device)
 
     side.train, side.fwd_bwd, side.adam = train_round, fwd_bwd_round, adam_round
     side.sample, side.fwd, side.bound = sample_round, fwd_round, bound_round

@@ -56,7 +56,7 @@ def test_every_loader_refuses_without_running_it(tmp_path, fmt):
     parts = Parts(tmp_path / "parts", "key")
     (tmp_path / "parts").mkdir()
     shutil.copy(path, tmp_path / "parts" / "part-000000.pt")
-    assert parts.load() == []  # an unreadable part: start over
+    assert parts.get(0) is None and parts.done([0], "test") == {}  # refused: computed again
     assert not marker.exists()
 
 

@@ -52,44 +52,57 @@ def l_null_nats(x_train: np.ndarray, x_eval: np.ndarray, data_type: str, levels:
 
 
 @torch.no_grad()
-def evaluate_bound(process, model, x: np.ndarray, *, batch_size: int, generator, device, desc=None,
+def evaluate_bound(process, model, x: np.ndarray, *, batch_size: int, seed: int, device, desc=None,
                    parts=None, label: str = "bound") -> dict:
     """The process's BoundResult over all examples, batched, as float64 numpy: prior [N], terms
-    [N x T], total [N] (nats) and every per-example extra the process adds (eps_mse, k_paper, ...).
+    [N x T], total [N] (nats) and every per-example extra the process adds (eps_mse, k_paper, ...)."""
+    found = bound_batches(process, model, x, batch_size=batch_size, seed=seed, device=device, desc=desc,
+                          parts=parts, label=label)
+    return join_results(list(found.values()))
 
-    `parts` (a resume.Parts): each finished batch is saved with the generator's state after it, and
-    a re-run continues after the saved ones with the same result. A non-finite bound stops with a
-    RuntimeError naming `label` and the examples; nothing after it is computed."""
-    done = parts.load() if parts is not None else []
-    out = {}
-    for part in done:
-        for k, v in part["result"].items():
-            out.setdefault(k, []).append(v)
-    if done:
-        generator.set_state(done[-1]["generator"])
-        LOG.info("%s: resuming after %d of %d examples", label, min(len(done) * batch_size, len(x)), len(x))
-    starts = range(len(done) * batch_size, len(x), batch_size)
-    bar = progress(total=len(x), desc=desc, enabled=desc is not None, unit="example")  # the whole job
-    bar.update(min(len(done) * batch_size, len(x)))
-    clock = ChunkClock(f"{label}: the bound", len(starts), "examples") if desc is not None else None
-    for index, i in enumerate(starts, start=len(done)):
-        xb = torch.as_tensor(x[i:i + batch_size], device=device)
-        res = process.bound_terms(model, xb, generator=generator)
+
+@torch.no_grad()
+def bound_batches(process, model, x: np.ndarray, *, batch_size: int, seed: int, device, desc=None,
+                  parts=None, label: str = "bound", batches: list | None = None) -> dict:
+    """{batch index: {prior, terms, total, extras...} as float64 CPU tensors} of `evaluate_bound`.
+
+    Batch j draws from its own generator seeded from `seed` and j (runs/shards.py), so any subset of
+    batches (`batches`: their indices, default all)
+    gives the numbers the whole loop gives them: a shard of the nll stage computes its own.
+    `parts` (a resume.Parts): each finished batch is saved, and a re-run computes only the others.
+    A non-finite bound stops with a RuntimeError naming `label` and the example; nothing after it is
+    computed."""
+    from ..runs.shards import Batches, batch_generator
+
+    plan = Batches(len(x), batch_size)
+    indices = list(range(plan.count)) if batches is None else list(batches)
+    done = {j: part["result"] for j, part in parts.done(indices, label).items()} if parts is not None else {}
+    todo = [j for j in indices if j not in done]
+    bar = progress(total=sum(plan.size(j) for j in indices), desc=desc, enabled=desc is not None, unit="example")
+    bar.update(sum(plan.size(j) for j in done))
+    clock = ChunkClock(f"{label}: the bound", len(todo), "examples") if desc is not None else None
+    for j in todo:
+        start, stop = plan.bounds(j)
+        xb = torch.as_tensor(x[start:stop], device=device)
+        res = process.bound_terms(model, xb, generator=batch_generator(seed, j, device))
         if not bool(torch.isfinite(res.total).all()):
-            bad = i + int((~torch.isfinite(res.total)).nonzero()[0, 0])
-            raise RuntimeError(f"{label}: the bound is {float(res.total.flatten()[bad - i])} for test example {bad} "
-                               f"(batch {index + 1}); no metrics are written")
-        result = {k: v.double().cpu() for k, v in
-                  {"prior": res.prior, "terms": res.terms, "total": res.total, **res.extras}.items()}
-        for k, v in result.items():
-            out.setdefault(k, []).append(v)
+            bad = start + int((~torch.isfinite(res.total)).nonzero()[0, 0])
+            raise RuntimeError(f"{label}: the bound is {float(res.total.flatten()[bad - start])} for test example "
+                               f"{bad} (batch {j + 1}); no metrics are written")
+        done[j] = {k: v.double().cpu() for k, v in
+                   {"prior": res.prior, "terms": res.terms, "total": res.total, **res.extras}.items()}
         if parts is not None:
-            parts.save(index, {"result": result, "generator": generator.get_state()})
+            parts.save(j, {"result": done[j]})
         bar.update(len(xb))
         if clock is not None:
             clock.done(len(xb))
     bar.close()
-    return {k: torch.cat(v).numpy() for k, v in out.items()}
+    return {j: done[j] for j in indices}
+
+
+def join_results(results: list) -> dict:
+    """Per-batch results ({name: tensor [b x ...]}) joined in order, as numpy."""
+    return {k: torch.cat([r[k] for r in results]).numpy() for k in results[0]}
 
 
 def rate_distortion(res: dict, alphas_cumprod, to_unit, data_type: str) -> dict:

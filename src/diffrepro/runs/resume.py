@@ -1,12 +1,12 @@
-"""Resumable long loops (sampling in chunks, the bound's loop over test batches).
+"""Resumable long loops (sampling in batches, the bound's loop over test batches).
 
-Each finished chunk is saved as its own file in a parts folder beside the stage's output, with the
-random generator's state after it and a digest of everything the result depends on (settings, seed,
-the model file's bytes, the data). Re-run after a kill, the stage loads the parts whose digest
-matches, restores the generator and continues, so it ends with the uninterrupted run's result; the
-folder is removed once the stage's outputs are written. Neither engine takes a parts folder as an
-output, so a half-done loop is never mistaken for a result. (Training keeps its own state file:
-training.py.)
+Each finished batch is saved as its own file in a parts folder beside the job's output, with a
+digest of everything the result depends on (settings, seed, the model file's bytes, the data).
+Every batch draws from its own seeded generator (runs/shards.py), so a job re-run after a kill
+loads the parts whose digest matches, computes only the others, and ends with the uninterrupted
+run's result; the folder is removed once the job's outputs are written. Neither engine takes a
+parts folder as an output, so a half-done loop is never mistaken for a result. (Training keeps its
+own state file: training.py.)
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def digest(**parts) -> str:
 
 
 class Parts:
-    """The saved chunks of one loop: `load()` the finished ones, `save(i, payload)` the next, `clear()`."""
+    """The saved batches of one loop: `done(indices)` the finished ones, `save(i, payload)` the next, `clear()`."""
 
     def __init__(self, folder, key: str):
         self.folder = Path(folder)
@@ -47,21 +47,31 @@ class Parts:
     def _path(self, index: int) -> Path:
         return self.folder / f"part-{index:06d}.pt"
 
-    def load(self) -> list:
-        """The payloads of parts 0, 1, ... up to the first missing, unreadable or foreign one."""
-        found = []
-        while self._path(len(found)).exists():
-            path = self._path(len(found))
-            try:
-                part = load_torch(path, "saved part")  # tensors and plain values only: never runs code
-            except InputError as exc:  # a part cut short by the kill itself
-                LOG.warning("%s; continuing from part %d", exc, len(found))
-                break
-            if not isinstance(part, dict) or part.get("digest") != self.key:
-                LOG.info("%s belongs to other settings, a model or data; starting over", self.folder)
-                self.clear()
-                return []
-            found.append(part)
+    def get(self, index: int) -> dict | None:
+        """The payload of batch `index` if it was finished under this digest; None if missing,
+        unreadable (a part cut short by the kill itself) or of other settings, model or data."""
+        path = self._path(index)
+        if not path.exists():
+            return None
+        try:
+            part = load_torch(path, "saved part")  # tensors and plain values only: never runs code
+        except InputError as exc:
+            LOG.warning("%s; computing batch %d again", exc, index)
+            return None
+        if not isinstance(part, dict) or part.get("digest") != self.key:
+            LOG.info("%s belongs to other settings, a model or data; computing batch %d again", path, index)
+            return None
+        return part
+
+    def done(self, indices, label: str) -> dict:
+        """{index: payload} of the finished batches among `indices`, logged when there are any."""
+        found = {}
+        for index in indices:
+            part = self.get(index)
+            if part is not None:
+                found[index] = part
+        if found:
+            LOG.info("%s: resuming after %d of %d batches", label, len(found), len(indices))
         return found
 
     def save(self, index: int, payload: dict) -> None:

@@ -62,9 +62,8 @@ def run(args, params, device):
         f_samples = fid.extract_features(net, samples)
         score = fid.fid_kid_from_features(f_samples, ref["test"][:n_fid],
                                           seed=derive_seed(params.seed, "fid", cfg.name))
-        bound_gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "curve-bound", cfg.name))
         res = evaluate_bound(trained.process, trained.model, x_bound, batch_size=cfg.eval.batch_size,
-                             generator=bound_gen, device=device, desc=None,
+                             seed=derive_seed(params.seed, "curve-bound", cfg.name), device=device, desc=None,
                              label=f"run {cfg.name!r}, stage curve")
         nll = float(to_unit(res["total"]).mean())
         rows.append({"step": step, "fid": score["fid"], "nll": nll, "unit": unit, "fid_n": n_fid,

@@ -20,9 +20,10 @@ import torch
 from ..diffusion.families import family
 from ..diffusion.likelihood import to_bits
 from ..io import check_same_shape, load_data, save_csv, save_json
-from ..metrics.bound import bound_unit, categorical_nats, evaluate_bound, l_null_nats, rate_distortion
+from ..metrics.bound import bound_batches, bound_unit, categorical_nats, join_results, l_null_nats, rate_distortion
 from ..runs.checkpoint import TrainedRun
 from ..runs.resume import Parts, digest
+from ..runs.shards import Batches, gather, scatter
 from ..runtime import derive_seed
 from ..tables.plots import bound_terms as plot_terms
 
@@ -53,14 +54,23 @@ def run(args, params, device):
     if data_map.continuous:  # SD-2015's images: one seeded dequantisation draw of the test and train sets
         dequant = torch.Generator().manual_seed(derive_seed(params.seed, "nll-dequantise", cfg.name))
         x_test, x_train = (data_map.to_process(torch.from_numpy(x), dequant).numpy() for x in (x_test, x_train))
-    gen = torch.Generator(device=device).manual_seed(seed)
-    # each finished test batch is kept until nll.json is written: a killed job resumes after it
-    parts = Parts(Path(args.metrics).with_name("nll_parts"),
-                  digest(run=cfg.name, batch_size=cfg.eval.batch_size, seed=seed, device=device.type,
-                         model=trained.digest,
-                         x=x_test))
-    res = evaluate_bound(process, model, x_test, batch_size=cfg.eval.batch_size, generator=gen, device=device,
-                         desc=f"bound {cfg.name}", parts=parts, label=f"run {cfg.name!r}, stage nll")
+    # the bound's batches, each from its own seeded generator: split over eval.nll_shards jobs (scatter,
+    # `--shard k`) and gathered here byte-identical to one job's; a killed job redoes only unfinished batches
+    plan = Batches(len(x_test), cfg.eval.batch_size, cfg.eval.nll_shards)
+    plan.check(f"runs.{cfg.name}.eval.nll_shards")
+    key = digest(run=cfg.name, batch_size=cfg.eval.batch_size, seed=seed, device=device.type, model=trained.digest,
+                 x=x_test)
+
+    def compute(indices, parts):
+        return bound_batches(process, model, x_test, batch_size=cfg.eval.batch_size, seed=seed, device=device,
+                             desc=f"bound {cfg.name}", parts=parts, label=f"run {cfg.name!r}, stage nll",
+                             batches=indices)
+
+    if args.shard is not None:
+        return scatter(args.shard, args.shard_file, plan, key, compute)
+    parts = Parts(Path(args.metrics).with_name("nll_parts"), key)
+    res = join_results(list(gather(plan, key, args.shard_files.__getitem__,
+                                   lambda indices: compute(indices, parts)).values()))
     unit, to_unit = bound_unit(data_type, data_map, x_test.shape[1:])
     total = to_unit(res["total"])
     metrics = {

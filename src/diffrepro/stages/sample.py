@@ -1,6 +1,7 @@
 """sample: draw N samples from a trained run's reverse process; writes samples.npz and a picture."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from ..io import load_data, save_npz
 from ..runs.checkpoint import TrainedRun
 from ..runs.resume import Parts, digest
+from ..runs.shards import Batches, batch_generator, gather, scatter
 from ..runs.sampling import progressive, sample
 from ..runtime import ChunkClock, derive_seed, progress
 from ..tables.plots import progressive_panel, show_data
@@ -25,34 +27,38 @@ def run(args, params, device):
     run_cfg, model, process, shape = trained.run, trained.model, trained.process, trained.data_shape
     data_map = trained.data_map  # SD-2015's images: back to the stored levels
     seed = derive_seed(params.seed, "sample", cfg.name)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    # every finished chunk is kept until samples.npz is written: a killed job resumes after it
-    parts = Parts(Path(args.samples).with_name("sample_parts"),
-                  digest(run=cfg.name, sample=cfg.sample, seed=seed, device=device.type,
-                         model=trained.digest))
-    done = parts.load()
-    chunks = [part["x"] for part in done]
-    if done:
-        gen.set_state(done[-1]["generator"])
-        LOG.info("%s: resuming after %d of %d samples", cfg.name, sum(len(c) for c in chunks), cfg.sample.n)
-    left = cfg.sample.n - sum(len(c) for c in chunks)
-    walk = cfg.sample.steps or process.num_timesteps  # reverse steps per chunk
-    todo = -(-left // cfg.sample.batch_size)
-    clock = ChunkClock(f"{cfg.name}: sampling", todo, "samples")
-    with progress(total=todo * walk, desc=f"sample {cfg.name}", unit="step") as bar:  # the whole job
-        while left > 0:
-            b = min(left, cfg.sample.batch_size)
-            chunks.append(data_map.from_process(sample(process, model, (b, *shape), generator=gen, device=device,
-                                                       clip_denoised=cfg.sample.clip_denoised,
-                                                       sampler=cfg.sample.sampler, steps=cfg.sample.steps,
-                                                       eta=cfg.sample.eta, bar=bar)).cpu())
-            parts.save(len(chunks) - 1, {"x": chunks[-1], "generator": gen.get_state()})
-            left -= b
-            clock.done(b)
-    x = torch.cat(chunks).numpy().astype(np.float32)
+    # batch j of sample.batch_size draws from its own seeded generator: the batches split over
+    # sample.shards jobs (scatter, `--shard k`) and gathered here are byte-identical to one job's, and a
+    # killed job redoes only its unfinished batches
+    plan = Batches(cfg.sample.n, cfg.sample.batch_size, cfg.sample.shards)
+    plan.check(f"runs.{cfg.name}.sample.shards")
+    settings = {k: v for k, v in dataclasses.asdict(cfg.sample).items() if k != "shards"}
+    key = digest(run=cfg.name, sample=settings, seed=seed, device=device.type, model=trained.digest)
+    walk = cfg.sample.steps or process.num_timesteps  # reverse steps per batch
+
+    def compute(indices, parts):
+        found = parts.done(indices, f"{cfg.name}: sampling")
+        todo = [j for j in indices if j not in found]
+        clock = ChunkClock(f"{cfg.name}: sampling", len(todo), "samples")
+        with progress(total=len(todo) * walk, desc=f"sample {cfg.name}", unit="step") as bar:  # the whole job
+            for j in todo:
+                z = sample(process, model, (plan.size(j), *shape), generator=batch_generator(seed, j, device),
+                           device=device, clip_denoised=cfg.sample.clip_denoised, sampler=cfg.sample.sampler,
+                           steps=cfg.sample.steps, eta=cfg.sample.eta, bar=bar)
+                found[j] = {"x": data_map.from_process(z).cpu()}
+                parts.save(j, found[j])
+                clock.done(plan.size(j))
+        return {j: {"x": found[j]["x"]} for j in indices}
+
+    if args.shard is not None:
+        return scatter(args.shard, args.shard_file, plan, key, compute)
+    parts = Parts(Path(args.samples).with_name("sample_parts"), key)
+    batches = gather(plan, key, args.shard_files.__getitem__, lambda indices: compute(indices, parts))
+    x = torch.cat([b["x"] for b in batches.values()]).numpy().astype(np.float32)
     save_npz(args.samples, x=x)
     show_data(args.picture, x, run_cfg.dataset.data_type, f"{cfg.name}: samples", reference=test)
     data_type = run_cfg.dataset.data_type
+    gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "sample-progressive", cfg.name))
     frames = progressive(process, model, (8 if data_type == "image" else 500, *shape), generator=gen, device=device)
     if data_map.continuous:
         frames = [(t, data_map.from_process(x), None if x0 is None else data_map.from_process(x0))
