@@ -23,6 +23,7 @@ SLOW_MODULES = {
     "test_bad_input_table", "test_bad_inputs", "test_config", "test_convention", "test_dag_agreement", "test_ddp",
     "test_diffusers_interop", "test_dvc_remote", "test_gpu_pool", "test_long_run", "test_paper_chain",
     "test_paper_configs", "test_pipeline", "test_profiles", "test_readme", "test_resume", "test_safe_loading",
+    "test_shards",
     "test_snakemake_plugin", "test_speed_bench", "test_user_data",
 }
 

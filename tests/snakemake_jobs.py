@@ -1,5 +1,5 @@
 """Print Snakemake's own view of every job of the workflow in the current folder, as JSON:
-{"rule@wildcard": {"command", "inputs", "outputs", "params"}} (used by test_dag_agreement.py).
+{"rule@wildcard": {"command", "inputs", "outputs", "params"}} (a scatter job: "rule@run/shard/shards") (used by test_dag_agreement.py).
 
 Runs in its own process: it drives Snakemake's Python API to build the DAG with --forceall,
 without running anything, and reads each job's formatted shell command, files and params.
@@ -22,7 +22,7 @@ with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         if job.rule.name == "all":
             continue
         wildcards = dict(job.wildcards.items())
-        name = job.rule.name + ("@" + next(iter(wildcards.values())) if wildcards else "")
+        name = job.rule.name + ("@" + "/".join(wildcards.values()) if wildcards else "")  # scatter: run/shard/shards
         params = dict(job.params.items())
         jobs[name] = {"command": " ".join(job.shellcmd.split()), "inputs": sorted(map(str, job.input)),
                       "outputs": sorted(map(str, job.output)), "params": params}

@@ -120,7 +120,7 @@ def test_an_sd2015_run_reports_bits_per_pixel_and_stores_levels(tmp_path):
                                       "sampler": "ancestral", "steps": None, "eta": 0.0},
                            "inpaint": {"n": 4, "masks": ["right_half"], "mode": "clamped", "denoise_noise": 0.3},
                            "eval": {"nll_n": 32, "fid_n": 16, "parzen_n": 1000, "batch_size": 32,
-                                    "curve_fid_n": 16, "curve_nll_n": 8}}},
+                                    "curve_fid_n": 16, "curve_nll_n": 8, "nll_shards": 1}}},
     }))
     run_cli("prepare", *stage_args("prepare", "dl", tmp_path, params), check=True)
     for stage in ("train", "nll", "sample", "inpaint"):

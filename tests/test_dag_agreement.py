@@ -22,6 +22,26 @@ ROOT_WRITERS = {"cifar10": write_cifar_root, "mnist": write_mnist_root}
 
 CONFIGS = {"default": ROOT / "params.yaml", "tiny": TINY_PARAMS,
            "ddpm-cifar10": ROOT / "configs" / "ddpm-cifar10.yaml", "ddpm-mnist": ROOT / "configs" / "ddpm-mnist.yaml"}
+SHARDED = {"sample": ("sample", "shards"), "nll": ("eval", "nll_shards")}  # stage: its shard count's key
+
+
+def config_file(config: str, folder: Path) -> Path:
+    """A config of CONFIGS, or "tiny-sharded": the tiny one with two runs' sampling in 3 shards and
+    their bounds in 2 (the paper config ddpm-cifar10 shards too)."""
+    if config != "tiny-sharded":
+        return CONFIGS[config]
+    raw = yaml.safe_load(TINY_PARAMS.read_text())
+    for run in ("digits-tiny", "beat-sd"):
+        raw["runs"][run]["sample"]["shards"] = 3
+        raw["runs"][run]["eval"]["nll_shards"] = 2
+    path = folder / "tiny-sharded.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def shard_count(raw: dict, stage: str, run: str) -> int:
+    section, key = SHARDED[stage]
+    return raw["runs"][run][section].get(key, 1)
 
 
 def copy_pipeline(dest: Path, params: Path) -> None:
@@ -74,28 +94,58 @@ def test_committed_dvc_yaml_is_generated():
         "dvc.yaml drifted from src/diffrepro/wiring/pipeline.py: run `diffrepro dvc-yaml > dvc.yaml`"
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("config", [*CONFIGS, "tiny-sharded"])
 def test_snakemake_and_dvc_agree(tmp_path, config):
-    copy_pipeline(tmp_path, CONFIGS[config])
-    smk, dvc = snakemake_jobs(tmp_path), dvc_stages(tmp_path)
+    params = config_file(config, tmp_path)
+    copy_pipeline(tmp_path, params)
+    everything, dvc = snakemake_jobs(tmp_path), dvc_stages(tmp_path)
+    smk = {name: job for name, job in everything.items() if not name.split("@")[0].endswith("_shard")}
+    scatter = {name: job for name, job in everything.items() if name not in smk}
     assert sorted(smk) == sorted(dvc)
     for name in smk:
         s, d = smk[name], dvc[name]
+        shard_files = [f for f in s["inputs"] if "/shards/" in f]
         assert s["command"] == d["command"], f"command of {name} differs"
         assert s["outputs"] == d["outputs"], f"outputs of {name} differ"
-        assert covers(d["inputs"], s["inputs"]), f"inputs of {name} differ: {s['inputs']} vs {d['inputs']}"
+        assert covers(d["inputs"], [f for f in s["inputs"] if f not in shard_files]), \
+            f"inputs of {name} differ: {s['inputs']} vs {d['inputs']}"
         assert sorted(s["params"]["settings"]) == d["params"], f"params keys of {name} differ"
+        # a gather's extra inputs are exactly its scatter jobs' outputs (DVC's one job computes them itself)
+        mine = {n: j for n, j in scatter.items() if n.split("@")[0] == name.split("@")[0] + "_shard"
+                and n.split("@")[1].split("/")[0] == name.split("@")[1]}
+        assert sorted(shard_files) == sorted(o for j in mine.values() for o in j["outputs"]), name
+        for job in mine.values():  # the stage's own command up to its outputs, then the shard's flags
+            head = s["command"].split(" --" + pipeline_first_output(name.split("@")[0]))[0]
+            out = job["outputs"][0]
+            shard = int(out.rsplit("-of-", 1)[0].rsplit("-", 1)[1])
+            assert job["command"] == f"{head} --shard {shard} --shard-file {out}".replace(
+                f"--log logs/{name.split('@')[0]}/{name.split('@')[1]}.log", f"--log {job_log(job)}"), job["command"]
+            assert job["inputs"] == sorted(f for f in s["inputs"] if f not in shard_files)
+            assert job["params"]["settings"] == s["params"]["settings"]
     from diffrepro.wiring import pipeline
 
     assert {n.split("@")[0] for n in smk} == set(pipeline.STAGE_NAMES)
-    raw = yaml.safe_load(CONFIGS[config].read_text())
-    # the report; prepare, features, reference per dataset; 6 per run
+    raw = yaml.safe_load(params.read_text())
+    # the report; prepare, features, reference per dataset; 7 per run; plus a scatter job per shard
+    shards = sum(k for st in SHARDED for r in raw["runs"] for k in [shard_count(raw, st, r)] if k > 1)
     assert len(smk) == 1 + 3 * len(raw["datasets"]) + 7 * len(raw["runs"])
+    assert len(scatter) == shards and (shards > 0) == (config in ("tiny-sharded", "ddpm-cifar10"))
     # every path a command names is an input or output of its job: no stage composes another's file name
-    for name, job in smk.items():
+    for name, job in everything.items():
         words = job["command"].split()
         paths = [w for w in words if w.startswith("results/")]
         assert all(p in job["outputs"] or p in job["inputs"] or p == "results/runs" for p in paths), name
+
+
+def pipeline_first_output(stage: str) -> str:
+    from diffrepro.wiring import pipeline
+
+    return pipeline.stage(stage).outputs[0].name.replace("_", "-")
+
+
+def job_log(job: dict) -> str:
+    words = job["command"].split()
+    return words[words.index("--log") + 1]
 
 
 def test_code_deps_follow_imports():

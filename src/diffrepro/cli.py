@@ -35,9 +35,38 @@ def add_stage_arguments(p: argparse.ArgumentParser, st: pipeline.Stage) -> None:
                 if isinstance(inp, Collect) else f"input: the {inp.stage} stage's {inp.output} "
                 f"({pipeline.producer(inp).path})")
         p.add_argument("--" + inp.name.replace("_", "-"), dest=inp.name, required=True, help=what)
-    for out in st.outputs:
-        p.add_argument("--" + out.name.replace("_", "-"), dest=out.name, required=True,
-                       help=f"output ({out.path})")
+    for out in st.outputs:  # a sharded stage's scatter job (--shard) writes its shard file instead
+        p.add_argument("--" + out.name.replace("_", "-"), dest=out.name, required=st.shards is None,
+                       help=f"output ({out.path})" + ("; required unless --shard" if st.shards else ""))
+    if st.shards is not None:
+        p.add_argument("--shard", type=int, default=None, help=f"scatter: compute shard K of {st.shards.key} into "
+                       "--shard-file and nothing else (Snakemake's rule " + st.name + "_shard)")
+        p.add_argument("--shard-file", default=None, help="scatter: the shard file to write")
+
+
+def shard_arguments(st: pipeline.Stage, args, raw: dict, key: str | None) -> None:
+    """A sharded stage's job is a scatter job (--shard and --shard-file, no outputs) or the gather,
+    which writes every output and is told where the shard files lie (args.shard_files)."""
+    from .runs.shards import shard_file
+    from .wiring import engines
+
+    if st.shards is None:
+        return
+    if args.shard is None:
+        missing = [out.name for out in st.outputs if getattr(args, out.name) is None]
+        if args.shard_file is not None or missing:
+            raise ValueError(f"diffrepro {st.name} needs every output flag (missing: --"
+                             f"{', --'.join(m.replace('_', '-') for m in missing) or 'none'}) or, for one shard, "
+                             f"--shard K with --shard-file PATH; --shard-file alone is not allowed")
+    shards = engines.job_shards(st, raw, key)
+    if args.shard is None:
+        beside = getattr(args, st.shards.beside)
+        args.shard_files = [shard_file(beside, st.name, k, shards) for k in range(shards)]
+    elif not 0 <= args.shard < shards:
+        raise ValueError(f"--shard {args.shard} is not a shard of {pipeline.fill(st.shards.key, **{st.wildcard: key})}"
+                         f" = {shards}; allowed: 0 to {shards - 1}")
+    elif args.shard_file is None:
+        raise ValueError(f"diffrepro {st.name} --shard {args.shard} needs --shard-file PATH (where the shard goes)")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -110,6 +139,7 @@ def main(argv=None) -> int:
                              f"allowed under torchrun: {', '.join(s.name for s in pipeline.STAGES if s.processes)}")
         key = getattr(args, st.wildcard) if st.wildcard else None
         processes, nodes = engines.job_processes(st, raw, key), engines.job_nodes(st, raw, key)
+        shard_arguments(st, args, raw, key)
         _claim_devices(st, params)
         if (processes > 1 or nodes > 1) and not group.launched:  # the same command again, as its processes
             return distributed.relaunch(argv, processes, threads, nodes)

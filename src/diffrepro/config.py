@@ -116,6 +116,7 @@ class SampleConfig:
     sampler: str = "ancestral"      # the reverse step: ancestral (p_θ's own), or ddim (DDPM only); inpaint too
     steps: int | None = None        # walk K of the T steps, evenly spaced (Improved DDPM's respacing); None: all T
     eta: float = 0.0                # ddim: σ² = η² β̃ (0: deterministic, 1: the ancestral step with σ² = β̃)
+    shards: int = 1                 # jobs the batches are split over (scatter), gathered byte-identical (runs/shards.py)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class EvalConfig:
     batch_size: int = 500
     curve_fid_n: int = 200          # curve stage: samples per kept checkpoint scored by FID against the test set
     curve_nll_n: int = 100          # curve stage: test examples in each kept checkpoint's bound
+    nll_shards: int = 1             # jobs the bound's batches are split over (scatter), gathered byte-identical
 
 
 @dataclass(frozen=True)
@@ -386,6 +388,23 @@ def _check_family_options(run: dict, where: str, data_type: str, source: str) ->
                           f"(families {', '.join(CLIP_FAMILIES)} on images); this run is {family} on {data_type} "
                           f"data: allowed: false, or leave it out")
     _check_sampler(run, where, source)
+    _check_shards(run, where, source)
+
+
+def _check_shards(run: dict, where: str, source: str) -> None:
+    """A shard is whole batches: no more shards than batches (runs/shards.py)."""
+    from .runs.shards import Batches
+
+    sample, evaluation = run.get("sample", {}), run.get("eval", {})
+    for key, n, batch, shards in (
+            ("sample.shards", sample.get("n", SampleConfig.n), sample.get("batch_size", SampleConfig.batch_size),
+             sample.get("shards", 1)),
+            ("eval.nll_shards", evaluation.get("nll_n", EvalConfig.nll_n),
+             evaluation.get("batch_size", EvalConfig.batch_size), evaluation.get("nll_shards", 1))):
+        try:
+            Batches(n, batch, shards).check(f"{where}.{key}")
+        except ValueError as exc:
+            raise ParamsError(f"{source}: {exc}") from None
 
 
 def _check_sampler(run: dict, where: str, source: str) -> None:

@@ -59,5 +59,36 @@ def declare_rule(st):
             engines.command(st, "snakemake", PARAMS_FILE)
 
 
+def declare_shard_rule(st):
+    """A sharded stage's scatter job (`<stage>_shard`): shard {shard} of {shards} of a run's batches
+    into one shard file, temporary (removed once the stage's own job has gathered it). Same inputs,
+    params, threads and resources as the stage; see src/diffrepro/runs/shards.py."""
+
+    rule:
+        name:
+            st.name + "_shard"
+        input:
+            unpack(engines.snakemake_inputs(st, config, shard=True)),
+        output:
+            shard=temp(engines.shard_pattern(st)),
+        params:
+            settings=engines.snakemake_params(st, config),
+        log:
+            st.shard_log
+        benchmark:
+            st.shard_benchmark
+        wildcard_constraints:
+            shard=r"\d+",
+            shards=r"\d+",
+        priority: _priority(st)
+        threads: engines.snakemake_threads(st, config, THREADS)
+        resources:
+            **engines.snakemake_resources(st, PARAMS),
+        shell:
+            engines.shard_command(st, PARAMS_FILE)
+
+
 for _st in pipeline.STAGES:
     declare_rule(_st)
+    if _st.shards is not None:
+        declare_shard_rule(_st)

@@ -29,8 +29,8 @@ def _input_path(inp, values: dict) -> str:
     return inp.folder if isinstance(inp, Collect) else pipeline.fill(pipeline.producer(inp).path, **values)
 
 
-def command(st: Stage, engine: str, params_file: str = "params.yaml") -> str:
-    """The stage's command line for `engine` ("snakemake" or "dvc")."""
+def _command_head(st: Stage, engine: str, params_file: str) -> list:
+    """The stage's command up to its outputs: params, threads, log, wildcard, inputs."""
     if engine not in ("snakemake", "dvc"):
         raise ValueError(f"unknown engine {engine!r}; allowed: snakemake, dvc")
     dvc = engine == "dvc"
@@ -43,9 +43,31 @@ def command(st: Stage, engine: str, params_file: str = "params.yaml") -> str:
     for inp in st.inputs:
         snakemake_value = inp.folder if isinstance(inp, Collect) else f"{{input.{inp.name}}}"
         parts.append(f"{_flag(inp.name)} " + (_input_path(inp, values) if dvc else snakemake_value))
+    return parts
+
+
+def command(st: Stage, engine: str, params_file: str = "params.yaml") -> str:
+    """The stage's command line for `engine` ("snakemake" or "dvc")."""
+    parts = _command_head(st, engine, params_file)
+    values = DVC_VALUES[st.wildcard]
     for out in st.outputs:
-        parts.append(f"{_flag(out.name)} " + (pipeline.fill(out.path, **values) if dvc else f"{{output.{out.name}}}"))
+        parts.append(f"{_flag(out.name)} " + (pipeline.fill(out.path, **values) if engine == "dvc"
+                                               else f"{{output.{out.name}}}"))
     return " ".join(parts)
+
+
+def shard_command(st: Stage, params_file: str = "params.yaml") -> str:
+    """A scatter job's command (Snakemake's rule `<stage>_shard`): the stage's own command up to
+    its outputs, then the shard's index and file instead of the outputs."""
+    return " ".join([*_command_head(st, "snakemake", params_file),
+                     "--shard {wildcards.shard} --shard-file {output.shard}"])
+
+
+def shard_pattern(st: Stage) -> str:
+    """The path pattern of `st`'s shard files ({run}, {shard}, {shards}): where its gather looks."""
+    from ..runs.shards import shard_file
+
+    return shard_file(st.output(st.shards.beside).path, st.name, "{shard}", "{shards}")
 
 
 # ---- DVC ------------------------------------------------------------------------------------------
@@ -119,8 +141,19 @@ def job_inputs(st: Stage, raw: dict, key: str | None) -> dict:
         else:
             found[inp.name] = [pipeline.fill(pipeline.stage(s).output(o).path, run=r)
                                for r in raw["runs"] for s, o in inp.outputs]
+    if st.shards is not None and job_shards(st, raw, key) > 1:  # Snakemake's scatter jobs
+        shards = job_shards(st, raw, key)
+        found["shards"] = [pipeline.fill(shard_pattern(st), **values, shard=k, shards=shards) for k in range(shards)]
     found["code"] = stage_code(st.module)
     return found
+
+
+def job_shards(st: Stage, raw: dict, key: str | None) -> int:
+    """How many jobs one job of `st` is split into: its params key `Shards.key`; 1 where none."""
+    if st.shards is None:
+        return 1
+    value = _lookup(raw, pipeline.fill(st.shards.key, **pipeline.wildcard_values(st, raw, key)))
+    return 1 if value is None else int(value)
 
 
 def job_params(st: Stage, raw: dict, key: str | None) -> dict:
@@ -154,9 +187,16 @@ def snakemake_threads(st: Stage, config: dict, threads: int):
     return lambda wildcards: threads * job_processes(st, config, wildcards.get(st.wildcard))
 
 
-def snakemake_inputs(st: Stage, config: dict):
-    """An input function for the rule of `st` (for `unpack`)."""
-    return lambda wildcards: job_inputs(st, config, wildcards.get(st.wildcard) if st.wildcard else None)
+def snakemake_inputs(st: Stage, config: dict, shard: bool = False):
+    """An input function for the rule of `st` (for `unpack`); `shard`: of its scatter rule (the
+    stage's inputs without the shard files)."""
+    def inputs(wildcards):
+        found = job_inputs(st, config, wildcards.get(st.wildcard) if st.wildcard else None)
+        if shard:
+            found.pop("shards", None)
+        return found
+
+    return inputs
 
 
 def snakemake_params(st: Stage, config: dict):

@@ -52,6 +52,15 @@ class Collect:
 
 
 @dataclass(frozen=True)
+class Shards:
+    """A stage whose batches may be split over jobs (runs/shards.py): Snakemake runs one scatter job
+    per shard (rule `<stage>_shard`, `--shard k`, writing one shard file) and the stage's own job
+    gathers them; DVC runs the stage's job alone, which computes every batch (the same bytes)."""
+    key: str                          # params key of the shard count (template; 1 where left out)
+    beside: str                       # the output whose folder holds the shard files (shards/<stage>-<k>-of-<K>.pt)
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     wildcard: str | None
@@ -64,6 +73,7 @@ class Stage:
     gpu: bool = False                 # holds the GPU (Snakemake resource `gpu`)
     processes: str | None = None      # params key of the job's process count (template; torchrun when > 1)
     nodes: str | None = None          # params key of the job's node count (template; srun + torchrun when > 1)
+    shards: Shards | None = None      # scatter/gather over jobs (Snakemake), one job (DVC)
 
     @property
     def log(self) -> str:
@@ -73,6 +83,16 @@ class Stage:
     def benchmark(self) -> str:
         return (f"results/benchmarks/{self.name}/{{{self.wildcard}}}.tsv" if self.wildcard
                 else f"results/benchmarks/{self.name}.tsv")
+
+    SHARD = "{{{wildcard}}}-shard{{shard}}-of-{{shards}}"  # a scatter job's log and benchmark name
+
+    @property
+    def shard_log(self) -> str:
+        return f"logs/{self.name}/{self.SHARD.format(wildcard=self.wildcard)}.log"
+
+    @property
+    def shard_benchmark(self) -> str:
+        return f"results/benchmarks/{self.name}/{self.SHARD.format(wildcard=self.wildcard)}.tsv"
 
     def output(self, name: str) -> Output:
         for out in self.outputs:
@@ -124,7 +144,8 @@ STAGES = (
           outputs=(Output("samples", f"{RUN}/samples.npz"),
                    Output("picture", f"{RUN}/samples.png", cache=False, report="samples"),
                    Output("progressive", f"{RUN}/progressive.png", cache=False, report="samples")),
-          params=(*TORCH, "runs.{run}.sample")),
+          params=(*TORCH, "runs.{run}.sample"), gpu=True,
+          shards=Shards("runs.{run}.sample.shards", beside="samples")),
     Stage("inpaint", "run", "diffrepro.stages.inpaint",
           inputs=(Input("model", "train", "model"), Input("train", "prepare", "train"),
                   Input("test", "prepare", "test")),
@@ -139,7 +160,8 @@ STAGES = (
           outputs=(Output("metrics", f"{RUN}/nll.json", role="metric", cache=False),
                    Output("terms", f"{RUN}/nll_terms.csv", role="plot", cache=False, plot_xy=("t", "term")),
                    Output("plot", f"{RUN}/nll_terms.png", cache=False, report="bound terms")),
-          params=(*TORCH, "runs.{run}.eval.nll_n", "runs.{run}.eval.batch_size")),  # never fid_n: T steps per example
+          params=(*TORCH, "runs.{run}.eval.nll_n", "runs.{run}.eval.batch_size", "runs.{run}.eval.nll_shards"),
+          gpu=True, shards=Shards("runs.{run}.eval.nll_shards", beside="metrics")),  # never fid_n: T steps per example
     Stage("fid", "run", "diffrepro.stages.fid",
           inputs=(Input("samples", "sample", "samples"), Input("extractor", "features", "extractor"),
                   Input("reference", "reference", "reference")),
@@ -234,6 +256,12 @@ def check_declaration() -> None:
                     raise ValueError(f"stage {st.name} output {out.name} uses {{{w}}}, not its own wildcard")
         if st.processes is not None and not any(st.processes.startswith(p + ".") for p in st.params):
             raise ValueError(f"stage {st.name}: its processes key {st.processes} is not under its params keys")
+        if st.shards is not None:
+            if not any(st.shards.key == p or st.shards.key.startswith(p + ".") for p in st.params):
+                raise ValueError(f"stage {st.name}: its shards key {st.shards.key} is not under its params keys")
+            if st.wildcard != "run":
+                raise ValueError(f"stage {st.name}: only a run's stage is sharded")
+            st.output(st.shards.beside)
         for inp in st.inputs:
             if isinstance(inp, Input):
                 producer(inp)
