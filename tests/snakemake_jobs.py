@@ -1,5 +1,6 @@
 """Print Snakemake's own view of every job of the workflow in the current folder, as JSON:
-{"rule@wildcard": {"command", "inputs", "outputs", "params"}} (a scatter job: "rule@run/shard/shards") (used by test_dag_agreement.py).
+{"rule@wildcard": {"command", "inputs", "outputs", "params"}} (a scatter job: "rule@run/shard/shards")
+(used by test_dag_agreement.py).
 
 Runs in its own process: it drives Snakemake's Python API to build the DAG with --forceall,
 without running anything, and reads each job's formatted shell command, files and params.

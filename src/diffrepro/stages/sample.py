@@ -11,8 +11,8 @@ import torch
 from ..io import load_data, save_npz
 from ..runs.checkpoint import TrainedRun
 from ..runs.resume import Parts, digest
-from ..runs.shards import Batches, batch_generator, gather, scatter
 from ..runs.sampling import progressive, sample
+from ..runs.shards import Batches, batch_generator, gather, scatter
 from ..runtime import ChunkClock, derive_seed, progress
 from ..tables.plots import progressive_panel, show_data
 
