@@ -29,9 +29,11 @@ def small(config: str, root: Path) -> dict:
     for run in raw["runs"].values():
         run["diffusion"]["timesteps"] = 4
         run["train"].update(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=1, keep_steps=[1], log_every=1)
-        run["sample"].update(n=8, batch_size=8)
+        # shards kept (at most 2, each a whole batch): the paper's scatter/gather runs end to end
+        run["sample"].update(n=8, batch_size=4, shards=min(run["sample"].get("shards", 1), 2))
         run["inpaint"]["n"] = 1
-        run["eval"].update(nll_n=2, fid_n=8, batch_size=2, curve_fid_n=8, curve_nll_n=2)
+        run["eval"].update(nll_n=4, fid_n=8, batch_size=2, curve_fid_n=8, curve_nll_n=2,
+                           nll_shards=min(run["eval"].get("nll_shards", 1), 2))
     return raw
 
 
@@ -72,5 +74,6 @@ def test_paper_config_chain_runs_end_to_end_with_inception_fid(tmp_path, config,
         assert nll["unit"] == "bits/dim"
     curve = pd.read_csv(project / "results" / "runs" / run / "curve.csv")  # quality over training: steps 1 and 2
     assert list(curve["step"]) == [1, 2] and np.isfinite(curve[["fid", "nll"]].to_numpy()).all()
+    assert not list((project / "results" / "runs" / run).glob("shards/*.pt"))  # gathered: temp shards gone
     table = pd.read_csv(project / "results" / "metrics.csv")
     assert table.loc[0, "fid.feature_space"] == fid["feature_space"]
