@@ -272,6 +272,8 @@ def test_features_then_statistics_equal_torch_fidelitys_calculate_metrics(digits
     calculate_metrics figures with the registered extractor."""
     import torch_fidelity
 
+    import diffrepro.metrics.fidelity  # noqa: F401  (registers "diffrepro-classifier")
+
     a, b = digits_extractor["x_test"][:200], digits_extractor["x_train"][:200]
 
     class Items(torch.utils.data.Dataset):
@@ -309,3 +311,49 @@ def test_meta_must_be_json_like(tmp_path):
     with pytest.raises(TypeError, match="JSON"):
         save_extractor(tmp_path / "x.pt", None, {**identity_extractor_meta((2,)), "bad": np.float32(1.0)})
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("n_a,n_b,dim", [(300, 200, 8), (40, 60, 64), (10, 10, 3)],
+                         ids=["more-samples-than-features", "fewer-samples-than-features", "tiny"])
+def test_fid_and_kid_equal_torch_fidelitys_statistics(n_a, n_b, dim):
+    """fid_kid_from_features (numpy, no torch-fidelity import) gives torch-fidelity 0.4.0's FID and
+    KID for the same features, subsets and seed, also where the covariances are singular."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    rng = np.random.default_rng(n_a + dim)
+    a = torch.as_tensor(rng.normal(size=(n_a, dim)), dtype=torch.float32)
+    b = torch.as_tensor(rng.normal(0.3, 1.5, size=(n_b, dim)), dtype=torch.float32)
+    ours = fid_kid_from_features(a, b, kid_subsets=7, seed=3)
+    a64, b64 = a.to(torch.float64), b.to(torch.float64)
+    fid = fid_statistics_to_metric(fid_features_to_statistics(a64), fid_features_to_statistics(b64), verbose=False)
+    kid = kid_features_to_metric(a64, b64, kid_subset_size=ours["kid_subset_size"], kid_subsets=7, rng_seed=3,
+                                 verbose=False)
+    assert ours["fid"] == pytest.approx(fid["frechet_inception_distance"], rel=1e-12, abs=1e-12)
+    assert ours["kid_mean"] == pytest.approx(kid["kernel_inception_distance_mean"], rel=1e-12, abs=1e-15)
+    assert ours["kid_std"] == pytest.approx(kid["kernel_inception_distance_std"], rel=1e-12, abs=1e-15)
+    assert ours["kid_subset_size"] == min(n_a, n_b) // 2
+    assert fid["frechet_inception_distance"] > 0.5  # the two sets differ: a comparison that can fail
+
+
+def test_features_of_another_width_are_refused():
+    with pytest.raises(ValueError, match=r"same F.*\[5, 3\] and \[5, 4\]"):
+        fid_kid_from_features(torch.zeros(5, 3), torch.zeros(5, 4))
+
+
+def test_scoring_samples_imports_neither_torch_fidelity_nor_torchvision(tmp_path):
+    """What the fid, curve and reference stages do for a classifier or identity space (load the
+    extractor, extract, score) never imports torch-fidelity or torchvision: seconds of start-up each."""
+    import subprocess
+    import sys
+
+    probe = f"""
+import sys, torch
+from diffrepro.metrics.fid import extract_features, fid_kid_from_features, identity_extractor_meta, save_extractor
+save_extractor({str(tmp_path / "id.pt")!r}, None, identity_extractor_meta([2]))
+f = [extract_features({str(tmp_path / "id.pt")!r}, torch.randn(50, 2)) for _ in range(2)]
+print(fid_kid_from_features(*f)["fid"] > 0, [m for m in ("torch_fidelity", "torchvision") if m in sys.modules])
+"""
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "[]"], proc.stdout

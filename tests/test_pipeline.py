@@ -233,39 +233,39 @@ def _downstream(raw: dict, stale: set) -> set:
 
 
 def test_every_module_edit_makes_exactly_its_importers_stale(project):
-    """Each module of the package, edited (a function appended): DVC names exactly the jobs of the
-    stages whose code imports it (codedeps, itself checked against Python's import scanner in
-    test_dag_agreement.py); Snakemake, for one module of each distinct set of such stages, those
-    jobs and every job after them. The wiring (cli, engines, codedeps, sync, checks) stales nothing."""
+    """Each module of the package belongs to the dvc.yaml deps of exactly the stages whose code imports
+    it (codedeps, itself checked against Python's import scanner in test_dag_agreement.py). Then one
+    module of each distinct set of such stages, edited (a function appended): DVC names exactly those
+    stages' jobs, Snakemake those jobs and every job after them. The wiring (cli, engines, codedeps,
+    sync, checks) stales nothing."""
     from dvc.repo import Repo
 
     from diffrepro.wiring import codedeps, pipeline
 
     raw = yaml.safe_load((project / "params.yaml").read_text())
     jobs = _jobs(raw)
-    repo = Repo(str(project))
+    dvc_deps = {st.name: st.deps for st in Repo(str(project)).index.stages}  # stage name: its dep paths
     patterns = {}
     files = sorted((project / "src" / "diffrepro").rglob("*.py"))
     assert len(files) > 50
     for path in files:
         rel = path.relative_to(project).as_posix()
         stages = frozenset(st.name for st in pipeline.STAGES if rel in codedeps.stage_code(st.module))
-        expected = set().union(set(), *(jobs[s] for s in stages))
-        undo = _edit(path, "\n\ndef _added_helper():\n    return 1\n")
-        try:
-            assert {name.rsplit(":", 1)[-1] for name in repo.status()} == expected, rel  # path/dvc.yaml:stage
-        finally:
-            undo()
+        depending = {name for name, deps in dvc_deps.items() if any(d.def_path == rel for d in deps)}
+        assert depending == set().union(set(), *(jobs[s] for s in stages)), rel
         patterns.setdefault(stages, path)
     assert frozenset() in patterns and frozenset({"report"}) in patterns and len(patterns) >= 6
+    repo = Repo(str(project))
     for stages, path in patterns.items():
+        rel = path.relative_to(project).as_posix()
+        direct = set().union(set(), *(jobs[s] for s in stages))
         undo = _edit(path, "\n\ndef _added_helper():\n    return 1\n")
         try:
+            assert {name.rsplit(":", 1)[-1] for name in repo.status()} == direct, rel  # path/dvc.yaml:stage
             pending = snakemake_pending(project)
         finally:
             undo()
-        direct = set().union(set(), *(jobs[s] for s in stages))
-        assert pending == _downstream(raw, direct), path
+        assert pending == _downstream(raw, direct), rel
     assert dvc_changed(project) == set() and snakemake_pending(project) == set()
 
 

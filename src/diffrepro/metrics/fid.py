@@ -1,4 +1,4 @@
-"""FID and KID computed by torch-fidelity in one of three feature spaces, chosen per data set:
+"""FID and KID, with torch-fidelity's statistics, in one of three feature spaces, chosen per data set:
 
 - "classifier": a `SmallClassifier` trained on the data set's labels (labelled images);
 - "identity": the data themselves (unlabelled points, binary sequences);
@@ -6,11 +6,14 @@
   (metrics/inception.py), the space of every published image FID.
 
 Each is stored as a checkpoint by `save_extractor` and exposes `features(x)`; `extract_features`
-computes them, and `fid_kid_from_features` applies torch-fidelity 0.4.0's statistics (FID from
-mean/covariance in float64, KID as the unbiased polynomial-kernel MMD² over random subsets). The
-data set's reference features are computed once (the `reference` stage) and every run's samples are
-scored against them. The classifier and identity checkpoints are also registered as torch-fidelity
-extractors ("diffrepro-classifier", "diffrepro-identity") for `torch_fidelity.calculate_metrics`.
+computes them, and `fid_kid_from_features` applies torch-fidelity 0.4.0's statistics, the same numpy
+operations in the same order (FID from mean/covariance in float64, KID as the unbiased
+polynomial-kernel MMD² over random subsets), without importing torch-fidelity: its package pulls in
+torchvision and torch's compiler, seconds of start-up for every job that scores samples
+(tests/test_fid.py checks the figures equal torch-fidelity's own). The data set's reference
+features are computed once (the `reference` stage) and every run's samples are scored against them.
+metrics/fidelity.py registers the classifier and identity checkpoints as torch-fidelity extractors
+("diffrepro-classifier", "diffrepro-identity") for `torch_fidelity.calculate_metrics`.
 Data convention: images [N x C x H x W] float32 in [-1, 1], points [N x 2], binary sequences [N x L].
 Nothing is cached or downloaded.
 """
@@ -20,10 +23,9 @@ import json
 import os
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-import torch_fidelity
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from tqdm import tqdm
 
 from diffrepro.metrics.inception import InceptionFeatures, images_to_uint8
@@ -196,68 +198,6 @@ def load_extractor(path, device=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# torch-fidelity feature extractors
-# ----------------------------------------------------------------------------------------------
-
-class _CheckpointFeatureExtractor(torch_fidelity.FeatureExtractorBase):
-    """A torch-fidelity extractor over a `save_extractor` checkpoint given as feature_extractor_weights_path.
-
-    Input batches: float [N x ...] in the data convention, or uint8 images (mapped to v / 127.5 - 1).
-    Output: one feature layer, "features", [N x feat_dim] in float64 (FID statistics in float64).
-    """
-
-    KIND = ""
-
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-        super().__init__(name, features_list)
-        if feature_extractor_weights_path is None:
-            raise ValueError(f"feature extractor {name!r} needs feature_extractor_weights_path, "
-                             f"a checkpoint written by diffrepro.metrics.fid.save_extractor")
-        net, meta = load_extractor(feature_extractor_weights_path)
-        if meta["kind"] != self.KIND:
-            raise ValueError(f"feature extractor {name!r} needs a {self.KIND!r} checkpoint, "
-                             f"{feature_extractor_weights_path!r} holds a {meta['kind']!r} one")
-        self.net = net
-
-    @staticmethod
-    def get_provided_features_list():
-        return (FEATURE_LAYER,)
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        if metric not in ("fid", "kid", "prc"):
-            raise ValueError(f"diffrepro feature extractors support fid, kid and prc, not {metric!r}")
-        return FEATURE_LAYER
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    def forward(self, x):
-        if x.dtype == torch.uint8:
-            x = x.to(torch.float32) / 127.5 - 1.0
-        return (self.net.features(x.to(torch.float32)).to(torch.float64),)
-
-
-class ClassifierFeatureExtractor(_CheckpointFeatureExtractor):
-    KIND = "classifier"
-
-
-class IdentityFeatureExtractor(_CheckpointFeatureExtractor):
-    KIND = "identity"
-
-
-def _register_extractors() -> None:
-    for cls in (ClassifierFeatureExtractor, IdentityFeatureExtractor):  # for torch_fidelity.calculate_metrics
-        _, name = _extractor_kind(cls.KIND)
-        if name not in FEATURE_EXTRACTORS_REGISTRY:  # importing twice (e.g. reload) must not fail
-            torch_fidelity.register_feature_extractor(name, cls)
-
-
-_register_extractors()
-
-
-# ----------------------------------------------------------------------------------------------
 # Metrics
 # ----------------------------------------------------------------------------------------------
 
@@ -302,22 +242,45 @@ def extract_features(extractor, x, *, batch_size: int = 256, device=None, quanti
     return torch.cat(out) if out else torch.zeros((0, 0))
 
 
+def frechet_distance(f_a: np.ndarray, f_b: np.ndarray) -> float:
+    """FID (Heusel et al. 2017, Sec. 3): ||μ_a − μ_b||² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½) of the Gaussians
+    fitted to features [N x F] in float64, tr (Σ_a Σ_b)^½ as the sum of the square roots of the
+    product's eigenvalues (torch-fidelity 0.4.0's fid_statistics_to_metric, operation for operation)."""
+    mu_a, mu_b = np.mean(f_a, axis=0), np.mean(f_b, axis=0)
+    sigma_a, sigma_b = np.cov(f_a, rowvar=False), np.cov(f_b, rowvar=False)
+    diff = mu_a - mu_b
+    tr_covmean = np.sum(np.sqrt(np.linalg.eigvals(sigma_a.dot(sigma_b)).astype("complex128")).real)
+    return float(diff.dot(diff) + np.trace(sigma_a) + np.trace(sigma_b) - 2 * tr_covmean)
+
+
+def kernel_distance(f_a: np.ndarray, f_b: np.ndarray, *, subset_size: int, subsets: int, seed: int):
+    """KID (Bińkowski et al. 2018, Sec. 3): the unbiased estimate of MMD² under the kernel
+    k(x, y) = (x·y / F + 1)³, over `subsets` pairs of random subsets of `subset_size` drawn without
+    replacement by numpy's RandomState(seed) (torch-fidelity 0.4.0's kid_features_to_metric and
+    defaults, draw for draw). Returns (mean, std) over the subsets."""
+    rng = np.random.RandomState(seed)
+    gamma, m = 1.0 / f_a.shape[1], subset_size
+    mmds = np.zeros(subsets)
+    for i in range(subsets):
+        x = f_a[rng.choice(len(f_a), m, replace=False)]
+        y = f_b[rng.choice(len(f_b), m, replace=False)]
+        k_xx, k_yy, k_xy = ((np.matmul(u, v.T) * gamma + 1) ** 3 for u, v in ((x, x), (y, y), (x, y)))
+        within = (k_xx.sum(axis=1) - np.diagonal(k_xx)).sum() + (k_yy.sum(axis=1) - np.diagonal(k_yy)).sum()
+        mmds[i] = within / (m * (m - 1)) - 2 * k_xy.sum(axis=0).sum() / (m * m)
+    return float(np.mean(mmds)), float(np.std(mmds))
+
+
 def fid_kid_from_features(f_a, f_b, *, kid_subset_size: int | None = None, kid_subsets: int = 100,
                           seed: int = 0) -> dict:
-    """FID (torch-fidelity: Fréchet distance of the features' Gaussians, in float64) and KID (unbiased
-    polynomial-kernel MMD² over `kid_subsets` random subsets, drawn from `seed`) of features [N x F].
-    Returns {"fid", "kid_mean", "kid_std", "kid_subset_size"}."""
-    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
-    from torch_fidelity.metric_kid import kid_features_to_metric
-
-    f_a, f_b = (torch.as_tensor(f).to(torch.float64) for f in (f_a, f_b))
+    """FID (Fréchet distance of the features' Gaussians, in float64) and KID (unbiased
+    polynomial-kernel MMD² over `kid_subsets` random subsets, drawn from `seed`) of features [N x F],
+    torch-fidelity 0.4.0's figures. Returns {"fid", "kid_mean", "kid_std", "kid_subset_size"}."""
+    f_a, f_b = (torch.as_tensor(f).to(torch.float64).cpu().numpy() for f in (f_a, f_b))
+    if f_a.ndim != 2 or f_b.ndim != 2 or f_a.shape[1] != f_b.shape[1]:
+        raise ValueError(f"features must be [N x F] with the same F, got {list(f_a.shape)} and {list(f_b.shape)}")
     subset_size = resolve_kid_subset_size(kid_subset_size, len(f_a), len(f_b))
-    fid = fid_statistics_to_metric(fid_features_to_statistics(f_a), fid_features_to_statistics(f_b), verbose=False)
-    kid = kid_features_to_metric(f_a, f_b, kid_subset_size=subset_size, kid_subsets=kid_subsets, rng_seed=seed,
-                                 verbose=False)
-    return {"fid": float(fid[torch_fidelity.KEY_METRIC_FID]),
-            "kid_mean": float(kid[torch_fidelity.KEY_METRIC_KID_MEAN]),
-            "kid_std": float(kid[torch_fidelity.KEY_METRIC_KID_STD]),
+    kid_mean, kid_std = kernel_distance(f_a, f_b, subset_size=subset_size, subsets=kid_subsets, seed=seed)
+    return {"fid": frechet_distance(f_a, f_b), "kid_mean": kid_mean, "kid_std": kid_std,
             "kid_subset_size": subset_size}
 
 
@@ -339,6 +302,7 @@ def fid_kid(x_a, x_b, extractor_path, *, kid_subset_size: int | None = None, kid
 def inception_score(net, x, *, batch_size: int = 256, splits: int = 10, seed: int = 0) -> dict:
     """Inception Score (torch-fidelity's isc over `splits`) of images x with an Inception extractor that
     has the classifier head; raises InceptionError where it has none."""
+    import torch_fidelity
     from torch_fidelity.metric_isc import isc_features_to_metric
 
     logits = torch.cat([net.logits(torch.as_tensor(x[i:i + batch_size])).cpu()

@@ -1,4 +1,4 @@
-"""fid: FID and KID (torch-fidelity) of a run's samples in its data set's feature space, against the
+"""fid: FID and KID (torch-fidelity's statistics) of a run's samples in its data set's feature space, against the
 held-out test set and against the training set (DDPM's protocol), beside the train-vs-test floor.
 
 The data set's reference features come from the reference stage. Every comparison uses the same
