@@ -352,8 +352,9 @@ def test_compare_across_git_revisions(project):
 
 
 def test_compare_dvc_experiments_that_differ_in_one_param(project):
-    for steps in (20, 30):
-        sh(BIN / "dvc", "exp", "run", "-S", f"runs.toyroll-ddpm.train.steps={steps}", cwd=project)
+    # the FID's sample count: each experiment re-runs the fid stage and the report, nothing else
+    for n in (32, 48):
+        sh(BIN / "dvc", "exp", "run", "-S", f"runs.toyroll-ddpm.eval.fid_n={n}", cwd=project)
     shown = json.loads(subprocess.run([str(BIN / "dvc"), "exp", "show", "--json"], cwd=project, env=ENV,
                                       capture_output=True, text=True).stdout)
     names = {}
@@ -361,20 +362,22 @@ def test_compare_dvc_experiments_that_differ_in_one_param(project):
         for exp in baseline.get("experiments") or []:
             for rev in exp["revs"]:
                 data = rev["data"]
-                steps = data["params"]["params.yaml"]["data"]["runs"]["toyroll-ddpm"]["train"]["steps"]
-                nll = data["metrics"]["results/runs/toyroll-ddpm/nll.json"]["data"]["nll"]
-                names[rev["name"]] = (steps, nll)
-    assert sorted(s for s, _ in names.values()) == [20, 30]
+                n = data["params"]["params.yaml"]["data"]["runs"]["toyroll-ddpm"]["eval"]["fid_n"]
+                fid = data["metrics"]["results/runs/toyroll-ddpm/fid.json"]["data"]
+                assert fid["n"] == n
+                names[rev["name"]] = (n, fid["fid"])
+    assert sorted(n for n, _ in names.values()) == [32, 48]
     for fmt in ("md", "csv"):
         out = _compare(project, "--no-workspace", "--exp", "--format", fmt, "--plots", project / "compare")
         if fmt == "csv":
             frame = pd.read_csv(io.StringIO(out))
             rows = frame[frame["run"] == "toyroll-ddpm"].set_index("source")
             assert set(rows.index) == set(names)
-            for name, (steps, nll) in names.items():  # agrees with dvc exp show
-                assert rows.loc[name, "train.steps"] == steps
-                assert rows.loc[name, "bound"] == pytest.approx(nll, rel=1e-12)
+            for name, (n, fid) in names.items():  # agrees with dvc exp show
+                assert rows.loc[name, "eval.fid_n"] == n
+                assert rows.loc[name, "FID"] == pytest.approx(fid, rel=1e-12)
+            assert rows["FID"].nunique() == 2 and rows["FID n"].tolist() == rows["eval.fid_n"].tolist()
         else:
-            assert all(f"| {name}" in out for name in names) and "train.steps" in out, out
-    for picture in ("bound_terms.png", "fid_vs_train_steps_toyroll-ddpm.png", "samples_toyroll-ddpm.png"):
+            assert all(f"| {name}" in out for name in names) and "eval.fid_n" in out, out
+    for picture in ("bound_terms.png", "fid_vs_eval_fid_n_toyroll-ddpm.png", "samples_toyroll-ddpm.png"):
         assert (project / "compare" / picture).read_bytes()[:8] == PNG_MAGIC, picture

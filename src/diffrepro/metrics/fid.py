@@ -6,14 +6,16 @@
   (metrics/inception.py), the space of every published image FID.
 
 Each is stored as a checkpoint by `save_extractor` and exposes `features(x)`; `extract_features`
-computes them, and `fid_kid_from_features` applies torch-fidelity 0.4.0's statistics, the same numpy
-operations in the same order (FID from mean/covariance in float64, KID as the unbiased
-polynomial-kernel MMD² over random subsets), without importing torch-fidelity: its package pulls in
-torchvision and torch's compiler, seconds of start-up for every job that scores samples
-(tests/test_fid.py checks the figures equal torch-fidelity's own). The data set's reference
-features are computed once (the `reference` stage) and every run's samples are scored against them.
-metrics/fidelity.py registers the classifier and identity checkpoints as torch-fidelity extractors
-("diffrepro-classifier", "diffrepro-identity") for `torch_fidelity.calculate_metrics`.
+computes them, and `fid_kid_from_features` applies torch-fidelity 0.4.0's statistics without
+importing torch-fidelity (its package pulls in torchvision and torch's compiler, seconds of start-up
+for every job that scores samples): FID from mean and covariance in float64, with its numpy
+operations in the same order where each set has more examples than features (with fewer, the same
+trace exactly from a small matrix: `frechet_distance`); KID as the unbiased polynomial-kernel MMD²
+over random subsets, draw for draw (tests/test_fid.py checks the figures equal torch-fidelity's
+own). The data set's reference features are computed once (the `reference` stage) and every run's
+samples are scored against them. metrics/fidelity.py registers the classifier and identity
+checkpoints as torch-fidelity extractors ("diffrepro-classifier", "diffrepro-identity") for
+`torch_fidelity.calculate_metrics`.
 Data convention: images [N x C x H x W] float32 in [-1, 1], points [N x 2], binary sequences [N x L].
 Nothing is cached or downloaded.
 """
@@ -244,13 +246,27 @@ def extract_features(extractor, x, *, batch_size: int = 256, device=None, quanti
 
 def frechet_distance(f_a: np.ndarray, f_b: np.ndarray) -> float:
     """FID (Heusel et al. 2017, Sec. 3): ||μ_a − μ_b||² + tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½) of the Gaussians
-    fitted to features [N x F] in float64, tr (Σ_a Σ_b)^½ as the sum of the square roots of the
-    product's eigenvalues (torch-fidelity 0.4.0's fid_statistics_to_metric, operation for operation)."""
+    fitted to features [N x F] in float64.
+
+    With at least F + 1 examples in each set, tr (Σ_a Σ_b)^½ is the sum of the square roots of the
+    product's eigenvalues (torch-fidelity 0.4.0's fid_statistics_to_metric, operation for operation).
+    With fewer (8 samples in 2048 Inception features) both covariances are singular, and the same trace
+    comes exactly from the small cross-Gram matrix: with Σ_a = AᵀA, Σ_b = BᵀB (A, B the centred
+    features over √(n − 1)), the non-zero eigenvalues of AᵀA BᵀB are those of (ABᵀ)(ABᵀ)ᵀ, so
+    tr (Σ_a Σ_b)^½ is the sum of the singular values of ABᵀ [n_a x n_b]: no F x F eigenproblem, and
+    no rounding noise from the product's ~F zero eigenvalues."""
+    n_a, n_b, dim = len(f_a), len(f_b), f_a.shape[1]
+    if min(n_a, n_b) < 2:
+        raise ValueError(f"FID needs at least 2 examples per set (a covariance), got {n_a} and {n_b}")
     mu_a, mu_b = np.mean(f_a, axis=0), np.mean(f_b, axis=0)
-    sigma_a, sigma_b = np.cov(f_a, rowvar=False), np.cov(f_b, rowvar=False)
     diff = mu_a - mu_b
-    tr_covmean = np.sum(np.sqrt(np.linalg.eigvals(sigma_a.dot(sigma_b)).astype("complex128")).real)
-    return float(diff.dot(diff) + np.trace(sigma_a) + np.trace(sigma_b) - 2 * tr_covmean)
+    if min(n_a, n_b) > dim:
+        sigma_a, sigma_b = np.cov(f_a, rowvar=False), np.cov(f_b, rowvar=False)
+        tr_covmean = np.sum(np.sqrt(np.linalg.eigvals(sigma_a.dot(sigma_b)).astype("complex128")).real)
+        return float(diff.dot(diff) + np.trace(sigma_a) + np.trace(sigma_b) - 2 * tr_covmean)
+    a, b = (f_a - mu_a) / np.sqrt(n_a - 1), (f_b - mu_b) / np.sqrt(n_b - 1)
+    tr_covmean = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    return float(diff.dot(diff) + np.sum(a * a) + np.sum(b * b) - 2 * tr_covmean)
 
 
 def kernel_distance(f_a: np.ndarray, f_b: np.ndarray, *, subset_size: int, subsets: int, seed: int):
