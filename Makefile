@@ -21,8 +21,9 @@ venv: $(BIN)/diffrepro
 run: venv
 	$(BIN)/snakemake --cores all
 
-# two workers, one test file each (--dist loadfile keeps a file's module fixtures in one process):
-# 10 minutes instead of 14 on a 2-core machine, where most of the time is jobs' process start-up
+# two workers, one test file each (--dist loadfile keeps a file's module fixtures in one process),
+# the longest files first (tests/conftest.py): about 21 minutes on a 2-core machine, most of it the
+# engines' and the jobs' process start-up
 test: venv
 	$(BIN)/pytest -q -n 2 --dist loadfile --durations=12
 
