@@ -235,9 +235,9 @@ def _downstream(raw: dict, stale: set) -> set:
 def test_every_module_edit_makes_exactly_its_importers_stale(project):
     """Each module of the package belongs to the dvc.yaml deps of exactly the stages whose code imports
     it (codedeps, itself checked against Python's import scanner in test_dag_agreement.py). Then one
-    module of each distinct set of such stages, edited (a function appended): DVC names exactly those
-    stages' jobs, Snakemake those jobs and every job after them. The wiring (cli, engines, codedeps,
-    sync, checks) stales nothing."""
+    module of each distinct set of such stages, edited (a function appended): Snakemake names those
+    stages' jobs and every job after them; DVC, for three of the sets, exactly those jobs. The wiring
+    (cli, engines, codedeps, sync, checks) stales nothing."""
     from dvc.repo import Repo
 
     from diffrepro.wiring import codedeps, pipeline
@@ -255,13 +255,17 @@ def test_every_module_edit_makes_exactly_its_importers_stale(project):
         assert depending == set().union(set(), *(jobs[s] for s in stages)), rel
         patterns.setdefault(stages, path)
     assert frozenset() in patterns and frozenset({"report"}) in patterns and len(patterns) >= 6
+    # DVC acts on its deps (checked above for every module): an edit seen through it for the wiring,
+    # the report alone and the widest set; Snakemake's code digests for every set
+    through_dvc = {frozenset(), frozenset({"report"}), max(patterns, key=len)}
     repo = Repo(str(project))
     for stages, path in patterns.items():
         rel = path.relative_to(project).as_posix()
         direct = set().union(set(), *(jobs[s] for s in stages))
         undo = _edit(path, "\n\ndef _added_helper():\n    return 1\n")
         try:
-            assert {name.rsplit(":", 1)[-1] for name in repo.status()} == direct, rel  # path/dvc.yaml:stage
+            if stages in through_dvc:
+                assert {name.rsplit(":", 1)[-1] for name in repo.status()} == direct, rel  # path/dvc.yaml:stage
             pending = snakemake_pending(project)
         finally:
             undo()
