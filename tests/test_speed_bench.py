@@ -15,8 +15,8 @@ from .conftest import ROOT
 
 OURS = ("train_overhead", "sample_overhead", "train_images_per_s", "sample_images_per_s", "bound_images_per_s",
         "train_step_ms", "net_fwd_bwd_ms", "sample_step_ms", "net_fwd_ms", "params_ours", "batch", "T", "threads")
-THEIRS = ("train_vs_diffusers", "sample_vs_diffusers", "diffusers_train_images_per_s",
-          "diffusers_sample_images_per_s", "params_diffusers")
+THEIRS = ("train_vs_diffusers", "train_vs_diffusers_same_step", "sample_vs_diffusers", "diffusers_train_images_per_s",
+          "diffusers_same_step_train_images_per_s", "diffusers_sample_images_per_s", "params_diffusers")
 HAS_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
 
 
@@ -54,6 +54,8 @@ def test_diffusers_side_at_the_same_parameter_count(quick):
     # a median of per-repeat ratios, near the ratio of the median images/s
     assert r["train_vs_diffusers"] == pytest.approx(r["train_images_per_s"] / r["diffusers_train_images_per_s"],
                                                     rel=0.2)
+    assert r["train_vs_diffusers_same_step"] == pytest.approx(
+        r["train_images_per_s"] / r["diffusers_same_step_train_images_per_s"], rel=0.2)
 
 
 def test_the_diffusers_unet_mirrors_each_preset():

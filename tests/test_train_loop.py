@@ -63,3 +63,42 @@ def test_a_finished_state_is_continued_only_with_the_same_data_code_and_settings
     assert start(run, seed=6) == 0
     assert start(_run(steps=50, checkpoint_every=1000, log_every=10, lr=2e-3)) == 0
     assert start(_run(steps=10, checkpoint_every=1000, log_every=10)) == 0  # shorter than the state
+
+
+def _image_run(precision):
+    run = load_params(TINY_PARAMS).run("digits-tiny")
+    return dataclasses.replace(run, train=dataclasses.replace(run.train, precision=precision))
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_precision_auto_is_bf16_on_cpus_with_bf16_units_for_ddpm_image_networks_only(monkeypatch, units):
+    monkeypatch.setattr(training, "cpu_has_bf16_units", lambda: units)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert training.autocast_bf16(_image_run("auto"), cpu, 3) is units
+    assert training.autocast_bf16(_image_run("auto"), cuda, 3) is True
+    assert training.autocast_bf16(_run(), cpu, 1) is False           # an MLP on points: only the casts to pay
+    sd = load_params(TINY_PARAMS).run("toyroll-sd")                  # SD-2015: learned β, fp32 schedule math
+    assert training.autocast_bf16(sd, cpu, 3) is False and training.autocast_bf16(sd, cuda, 3) is False
+    assert training.autocast_bf16(_image_run("fp32"), cuda, 3) is False
+    assert training.autocast_bf16(_image_run("bf16"), cpu, 3) is True
+    assert training.autocast_bf16(dataclasses.replace(sd, train=dataclasses.replace(sd.train, precision="bf16")),
+                                  cpu, 1) is True
+
+
+def test_bf16_training_runs_the_network_in_bf16_and_keeps_weights_ema_and_loss_in_fp32():
+    x = np.random.default_rng(1).integers(0, 17, (64, 1, 8, 8)).astype(np.float32) / 8 - 1
+    seen = {}
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        loop = training.prepare(_image_run(precision), x, device=torch.device("cpu"), seed=3)
+        hook = loop.model.register_forward_hook(lambda m, i, out: seen.__setitem__(precision, out.dtype))
+        loop.model.train()
+        losses[precision] = torch.stack([training.train_step(loop, step) for step in range(3)])
+        hook.remove()
+        assert losses[precision].dtype == torch.float32 and torch.isfinite(losses[precision]).all()
+        assert {p.dtype for p in loop.model.parameters()} | {p.dtype for p in loop.ema.parameters()} == {torch.float32}
+    assert seen == {"fp32": torch.float32, "bf16": torch.bfloat16}
+    # the same draws and start (DDPM's zero output layer: the first loss is E[ε²] in both); after an update
+    # the losses differ by bf16 rounding only
+    assert losses["bf16"][2].item() == pytest.approx(losses["fp32"][2].item(), rel=0.05)
+    assert losses["bf16"][2].item() != losses["fp32"][2].item()
