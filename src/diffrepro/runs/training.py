@@ -136,7 +136,7 @@ class Loop:
     group: distributed.Group
     data_map: DataMap | None
     use_bf16: bool                   # bf16 autocast (train.precision: autocast_bf16)
-    channels_last: bool              # image batches and conv weights in NHWC (CUDA)
+    channels_last: bool              # image batches and conv weights in NHWC (uses_channels_last)
     digest: str                      # state_digest: a resumable state of another config is not resumed
     history: dict                    # step, loss, lr lists: whole rows (those of the resumed state, then this run's)
     start_step: int = 0              # the step the resumed state ended at
@@ -198,6 +198,14 @@ def autocast_bf16(run: RunConfig, device: torch.device, data_rank: int) -> bool:
     return device.type == "cpu" and data_rank == 3 and cpu_has_bf16_units()
 
 
+def uses_channels_last(device: torch.device, data_rank: int, bf16: bool) -> bool:
+    """Whether an image network trains in channels_last (NHWC): on CUDA always, on the CPU in fp32,
+    where oneDNN's NHWC convolutions are faster (forward+backward of SD-2015's multi-scale nets 1.3x
+    for digits, 1.65x for dead leaves, the digits U-Net 1.1x); under bf16 autocast on the CPU the
+    GroupNorms of NHWC bf16 activations are so slow that the U-Net's step doubles (docs/benchmarks.md)."""
+    return data_rank == 3 and (device.type == "cuda" or not bf16)
+
+
 def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: int, state_path=None,
             group: distributed.Group = distributed.SINGLE, data_map: DataMap | None = None,
             bf16: bool | None = None, channels_last: bool | None = None, init: dict | None = None,
@@ -207,15 +215,16 @@ def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: 
     from `init` (train.init_from: {"model": network state, "process": process state or None,
     "digest": the source's SHA-256}) where given.
 
-    Adam's fused kernel everywhere; bf16 autocast as train.precision says (autocast_bf16); on CUDA
-    channels_last for image networks; train.compile compiles the network. bf16, channels_last: None
+    Adam's fused kernel everywhere; bf16 autocast as train.precision says (autocast_bf16); image
+    networks in channels_last (uses_channels_last); train.compile compiles the network. bf16, channels_last: None
     as just said; True/False force them (benchmarks/speed.py compares).
     """
     data = _training_data(x_train, device)
     if device.type == "cuda":  # fixed shapes: let cuDNN time its convolution algorithms once
         torch.backends.cudnn.benchmark = True
     data_shape = tuple(data.shape[1:])
-    nhwc = (device.type == "cuda" and len(data_shape) == 3) if channels_last is None else channels_last
+    use_bf16 = autocast_bf16(run, device, len(data_shape)) if bf16 is None else bf16
+    nhwc = uses_channels_last(device, len(data_shape), use_bf16) if channels_last is None else channels_last
     torch.manual_seed(seed)  # network initialisation, the same in every process
     model, process = build(run, data_shape)
     if init is not None:  # fine-tuning: the source's (EMA) weights, and its learned β where its family has them
@@ -249,7 +258,6 @@ def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: 
     if run.train.compile:  # in place: the state_dict keeps its keys
         model.compile()
 
-    use_bf16 = autocast_bf16(run, device, len(data_shape)) if bf16 is None else bf16
     n = data.shape[0]
     batch = min(run.train.batch_size, n)
     if batch % group.world:
