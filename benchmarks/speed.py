@@ -23,8 +23,12 @@ both sides of a ratio alike):
               every RECORD_EVERY steps: train_vs_diffusers_same_step. Sampling: pipeline_ddpm's loop
               (scheduler.step over K steps): sample_vs_diffusers. Ratios = our images/s / theirs.
   adam        the optimiser step alone, reported beside train_overhead (train_overhead_without_adam).
-On CUDA the trainer's own choices apply (bf16 autocast for DDPM, channels_last, fused Adam; the
-diffusers side gets the same); --precision, --compile, --no-channels-last change them for both, and
+The trainer's own choices apply on every device (train.precision auto: bf16 autocast for DDPM on CUDA
+and on CPUs with bf16 units; channels_last for image networks as training.uses_channels_last says;
+fused Adam), and the sampler's network is laid out as TrainedRun.open lays it out (NHWC for images);
+diffusers' same-step side trains with our precision and layout, its example-script side and its
+DDPMPipeline loop as they run by default (NCHW; fp32 on the CPU, our precision on CUDA).
+--precision, --compile, --no-channels-last change our side and the same-step side, and
 train_step_host_syncs counts the host-device syncs in RECORD_EVERY - 1 training steps (expected: 0).
 Usage: python benchmarks/speed.py [--preset digits-cpu|ddpm-cifar10] [--device auto] [--threads 2]
          [--batch B] [--sample-steps 20] [--repeats 7] [--warmup 1] [--precision auto|fp32|bf16]
@@ -79,7 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                     help="training autocast: auto = the trainer's own (bf16 for DDPM on CUDA)")
     ap.add_argument("--compile", action="store_true", help="train.compile: true (and compile diffusers' net too)")
-    ap.add_argument("--no-channels-last", action="store_true", help="keep NCHW on CUDA")
+    ap.add_argument("--no-channels-last", action="store_true", help="train image networks in NCHW")
     ap.add_argument("--no-bound", action="store_true")
     ap.add_argument("--no-diffusers", action="store_true")
     ap.add_argument("--quick", action="store_true", help="batch 8, 2 repeats, 1 warm-up, 3 sample steps (tests)")
@@ -217,8 +221,10 @@ def build_ours(args, run, shape, device) -> Side:
         syncs = host_syncs(lambda: [training.train_step(loop, next(step)) for _ in range(k - 1)])
         side.info.update(train_step_host_syncs=len(syncs), train_step_host_sync_kinds=sorted(set(syncs))[:3])
 
-    # sampling and the bound as their stages run them: the EMA net as TrainedRun.open rebuilds it (NCHW, eval, fp32)
-    net = copy.deepcopy(loop.ema).to(memory_format=torch.contiguous_format).eval()
+    # sampling and the bound as their stages run them: the EMA net as TrainedRun.open rebuilds it (eval, fp32,
+    # image networks in NHWC)
+    net = copy.deepcopy(loop.ema).to(memory_format=torch.channels_last if len(shape) == 3
+                                     else torch.contiguous_format).eval()
     short = build.build(dataclasses.replace(run, diffusion=dataclasses.replace(run.diffusion, timesteps=K)),
                         shape)[1].to(device)
     xs = torch.randn((batch, *shape), generator=gen, device=device)
@@ -311,7 +317,7 @@ def build_diffusers(args, run, shape, device, precision: str, channels_last: boo
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
-    example_unet = copy.deepcopy(unet)
+    example_unet = copy.deepcopy(unet).to(memory_format=torch.contiguous_format)  # the script's NCHW
     example_bf16 = bf16 and device.type == "cuda"  # the script's default on the CPU is fp32 (mixed_precision "no")
     example_params = list(example_unet.parameters())
     example_opt = torch.optim.AdamW(example_params, lr=run.train.lr, betas=(0.95, 0.999), weight_decay=1e-6,
@@ -320,7 +326,7 @@ def build_diffusers(args, run, shape, device, precision: str, channels_last: boo
     example_ema = EMAModel(example_params, decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
 
     def example_step():
-        x0 = data[torch.randint(0, len(data), (batch,), generator=gen, device=device)].contiguous(memory_format=fmt)
+        x0 = data[torch.randint(0, len(data), (batch,), generator=gen, device=device)]
         noise = torch.randn(x0.shape, generator=gen, device=device)
         t = torch.randint(0, T, (batch,), generator=gen, device=device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=example_bf16):
@@ -340,7 +346,7 @@ def build_diffusers(args, run, shape, device, precision: str, channels_last: boo
 
     train_round()  # warm, and the peak memory of training alone (less our side's resident memory)
     peak = _peak_mb(device)
-    net = copy.deepcopy(ema).to(memory_format=torch.contiguous_format).eval()
+    net = copy.deepcopy(ema).to(memory_format=torch.contiguous_format).eval()  # DDPMPipeline's NCHW
     short = DDPMScheduler(num_train_timesteps=K, **scheduler_kw)
 
     @torch.no_grad()
