@@ -70,19 +70,27 @@ def _image_run(precision):
     return dataclasses.replace(run, train=dataclasses.replace(run.train, precision=precision))
 
 
-@pytest.mark.parametrize("units", [True, False])
-def test_precision_auto_is_bf16_on_cpus_with_bf16_units_for_ddpm_image_networks_only(monkeypatch, units):
-    monkeypatch.setattr(training, "cpu_has_bf16_units", lambda: units)
+def test_precision_auto_is_bf16_on_cuda_for_ddpm_only_and_fp32_or_bf16_force_it():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert training.autocast_bf16(_image_run("auto"), cpu, 3) is units
-    assert training.autocast_bf16(_image_run("auto"), cuda, 3) is True
-    assert training.autocast_bf16(_run(), cpu, 1) is False           # an MLP on points: only the casts to pay
+    assert training.autocast_bf16(_image_run("auto"), cuda) is True
+    assert training.autocast_bf16(_image_run("auto"), cpu) is False
     sd = load_params(TINY_PARAMS).run("toyroll-sd")                  # SD-2015: learned β, fp32 schedule math
-    assert training.autocast_bf16(sd, cpu, 3) is False and training.autocast_bf16(sd, cuda, 3) is False
-    assert training.autocast_bf16(_image_run("fp32"), cuda, 3) is False
-    assert training.autocast_bf16(_image_run("bf16"), cpu, 3) is True
+    assert training.autocast_bf16(sd, cpu) is False and training.autocast_bf16(sd, cuda) is False
+    assert training.autocast_bf16(_image_run("fp32"), cuda) is False
+    assert training.autocast_bf16(_image_run("bf16"), cpu) is True
     assert training.autocast_bf16(dataclasses.replace(sd, train=dataclasses.replace(sd.train, precision="bf16")),
-                                  cpu, 1) is True
+                                  cpu) is True
+
+
+def test_image_networks_train_in_channels_last_except_under_bf16_on_the_cpu():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert training.uses_channels_last(cpu, 3, bf16=False) and training.uses_channels_last(cuda, 3, bf16=True)
+    assert not training.uses_channels_last(cpu, 3, bf16=True)
+    assert not training.uses_channels_last(cpu, 1, bf16=False) and not training.uses_channels_last(cuda, 1, bf16=True)
+    x = np.zeros((16, 1, 8, 8), np.float32)
+    loop = training.prepare(_image_run("auto"), x, device=cpu, seed=0)
+    conv = next(p for p in loop.model.parameters() if p.dim() == 4 and p.shape[1] > 1)
+    assert loop.channels_last and conv.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_bf16_training_runs_the_network_in_bf16_and_keeps_weights_ema_and_loss_in_fp32():

@@ -101,7 +101,7 @@ class TrainConfig:
     processes: int = 1              # training processes (torchrun, DDP), each a batch_size/processes slice
     nodes: int = 1                  # machines of a SLURM allocation, `processes` on each (srun + torchrun)
     compile: bool = False           # torch.compile the network for training (for CUDA; the CPU needs a C++ compiler)
-    precision: str = "auto"         # training's autocast: auto (bf16 where it pays, see runs/training.py), fp32, bf16
+    precision: str = "auto"         # training's autocast: auto (bf16 on CUDA for DDPM, else fp32), fp32, bf16
     log_every: int = 100            # a row of loss.csv (rewritten live) and a log line with rate and ETA every N steps
     sample_every: int = 0           # a row of training_samples.png from the EMA every N steps; 0: at the end only
     keep_steps: tuple = ()          # steps whose EMA weights are kept (checkpoints folder; the curve stage scores them)

@@ -172,30 +172,17 @@ def data_digest(x) -> str:
     return hashlib.sha256(memoryview(array).cast("B")).hexdigest()[:16] + f":{array.dtype}:{array.shape}"
 
 
-def cpu_has_bf16_units() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (AMX tiles, or AVX-512 BF16), where oneDNN's
-    bf16 convolutions beat fp32 ones: on this project's 2-core Xeon the digits U-Net's forward+backward
-    takes 47 ms under bf16 autocast against 69 ms in fp32 (docs/benchmarks.md)."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch without the probes: assume not
-        return False
-
-
-def autocast_bf16(run: RunConfig, device: torch.device, data_rank: int) -> bool:
-    """train.precision: bf16 autocast or fp32. auto: bf16 for the families whose training allows it
-    (DDPM's; SD-2015's learned β and float64 schedule math stay fp32) on CUDA, and on CPUs with bf16
-    units for image networks (the convolutions are what bf16 speeds up; a small MLP only pays the casts).
-    The network's forward runs in bf16, the loss, Adam, the master weights and the EMA in fp32; sampling
-    and the bound always compute in fp32."""
+def autocast_bf16(run: RunConfig, device: torch.device) -> bool:
+    """train.precision: bf16 autocast or fp32. auto: bf16 on CUDA for the families whose training
+    allows it (DDPM's; SD-2015's learned β and float64 schedule math stay fp32), fp32 on the CPU. There,
+    on this project's Xeon (AMX), the digits U-Net under bf16 trains faster than fp32 NHWC with one
+    thread (2544 vs 2288 images/s) but slower with two (2880 vs 3107; docs/benchmarks.md), so bf16 is
+    the user's call. The network's forward runs in bf16, the loss, Adam, the master weights and the
+    EMA in fp32; sampling and the bound always compute in fp32."""
     precision = run.train.precision
     if precision != "auto":
         return precision == "bf16"
-    if not family(run.diffusion.family).bf16_autocast:
-        return False
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and data_rank == 3 and cpu_has_bf16_units()
+    return device.type == "cuda" and family(run.diffusion.family).bf16_autocast
 
 
 def uses_channels_last(device: torch.device, data_rank: int, bf16: bool) -> bool:
@@ -223,7 +210,7 @@ def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: 
     if device.type == "cuda":  # fixed shapes: let cuDNN time its convolution algorithms once
         torch.backends.cudnn.benchmark = True
     data_shape = tuple(data.shape[1:])
-    use_bf16 = autocast_bf16(run, device, len(data_shape)) if bf16 is None else bf16
+    use_bf16 = autocast_bf16(run, device) if bf16 is None else bf16
     nhwc = uses_channels_last(device, len(data_shape), use_bf16) if channels_last is None else channels_last
     torch.manual_seed(seed)  # network initialisation, the same in every process
     model, process = build(run, data_shape)
