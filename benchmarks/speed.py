@@ -24,8 +24,9 @@ both sides of a ratio alike):
               (scheduler.step over K steps): sample_vs_diffusers. Ratios = our images/s / theirs.
   adam        the optimiser step alone, reported beside train_overhead (train_overhead_without_adam).
 The trainer's own choices apply on every device (train.precision auto: bf16 autocast for DDPM on CUDA,
-fp32 on the CPU; channels_last for image networks as training.uses_channels_last says; fused Adam), and the sampler's network is laid out as TrainedRun.open lays it out (NHWC for images);
-diffusers' same-step side trains with our precision and layout, its example-script side and its
+fp32 on the CPU; channels_last for image networks as training.uses_channels_last says; fused Adam),
+and the sampler's network is laid out as TrainedRun.open lays it out (NHWC for images); diffusers'
+same-step side trains with our precision and layout, its example-script side and its
 DDPMPipeline loop as they run by default (NCHW; fp32 on the CPU, our precision on CUDA).
 --precision, --compile, --no-channels-last change our side and the same-step side, and
 train_step_host_syncs counts the host-device syncs in RECORD_EVERY - 1 training steps (expected: 0).

@@ -151,7 +151,7 @@ def test_every_schema_enum_equals_its_registry():
     from diffrepro.nets.sd_nets import HiddenKind
     from diffrepro.nets.unet import PRESETS
     from diffrepro.runs.sampling import InpaintMode, RSchedule, Sampler
-    from diffrepro.runs.training import LRSchedule, TrainLogger
+    from diffrepro.runs.training import LRSchedule, Precision, TrainLogger
     from diffrepro.runtime import DEVICES
     from diffrepro.stages.inpaint import MASKS
 
@@ -174,6 +174,7 @@ def test_every_schema_enum_equals_its_registry():
         run + "diffusion.properties.binomial_reverse": BinomialReverse.values(),
         run + "train.properties.lr_schedule": LRSchedule.values(),
         run + "train.properties.logger": TrainLogger.values(),
+        run + "train.properties.precision": Precision.values(),
         run + "inpaint.properties.masks.items": MASKS,
         run + "sample.properties.sampler": Sampler.values(),
         run + "inpaint.properties.mode": InpaintMode.values(),

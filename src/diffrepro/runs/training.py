@@ -79,6 +79,14 @@ class LRSchedule(Choice):
     LINEAR_DECAY = "linear_decay"  # flat for half the run, then linearly to 0
 
 
+class Precision(Choice):
+    """Training's autocast (params runs.<run>.train.precision; autocast_bf16 says what auto picks)."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
 class TrainLogger(Choice):
     """Where the live training record goes (params runs.<run>.train.logger)."""
 
@@ -179,9 +187,9 @@ def autocast_bf16(run: RunConfig, device: torch.device) -> bool:
     thread (2544 vs 2288 images/s) but slower with two (2880 vs 3107; docs/benchmarks.md), so bf16 is
     the user's call. The network's forward runs in bf16, the loss, Adam, the master weights and the
     EMA in fp32; sampling and the bound always compute in fp32."""
-    precision = run.train.precision
-    if precision != "auto":
-        return precision == "bf16"
+    precision = Precision.from_str(run.train.precision)
+    if precision is not Precision.AUTO:
+        return precision is Precision.BF16
     return device.type == "cuda" and family(run.diffusion.family).bf16_autocast
 
 
