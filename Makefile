@@ -22,7 +22,7 @@ run: venv
 	$(BIN)/snakemake --cores all
 
 # two workers, one test file each (--dist loadfile keeps a file's module fixtures in one process),
-# the longest files first (tests/conftest.py): about 20 minutes on a 2-core machine, most of it the
+# the longest files first (tests/conftest.py): about 9 minutes on a 2-core machine, most of it the
 # engines' and the jobs' process start-up
 test: venv
 	$(BIN)/pytest -q -n 2 --dist loadfile --durations=12
