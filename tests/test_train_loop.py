@@ -110,3 +110,31 @@ def test_bf16_training_runs_the_network_in_bf16_and_keeps_weights_ema_and_loss_i
     # the losses differ by bf16 rounding only
     assert losses["bf16"][2].item() == pytest.approx(losses["fp32"][2].item(), rel=0.05)
     assert losses["bf16"][2].item() != losses["fp32"][2].item()
+
+
+def test_a_trained_image_network_evaluates_in_channels_last_with_the_same_outputs(tmp_path):
+    """TrainedRun.open lays image networks out NHWC for sampling and the bound: the same function."""
+    from types import SimpleNamespace
+
+    from diffrepro.build import build
+    from diffrepro.io import save_torch
+    from diffrepro.runs.checkpoint import TrainedRun, checkpoint_dict
+
+    run, shape = _image_run("auto"), (1, 8, 8)
+    torch.manual_seed(0)
+    net, process = build(run, shape)
+    with torch.no_grad():  # DDPM's zero output layer would make every layout agree trivially
+        for p in net.parameters():
+            p.normal_(0, 0.2)
+    result = SimpleNamespace(ema=net, model=net, process=process, history={"step": [], "loss": []})
+    save_torch(tmp_path / "model.pt", checkpoint_dict(run, result, shape, seed=0))
+    opened = TrainedRun.open(tmp_path / "model.pt", torch.device("cpu"))
+    convs = [p for p in opened.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert not any(p.is_contiguous(memory_format=torch.channels_last) for p in net.parameters()
+                   if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
+    x, t = torch.randn(6, *shape), torch.arange(6) % run.diffusion.timesteps
+    with torch.no_grad():
+        nchw, nhwc = net.eval()(x, t), opened.model(x, t)
+    assert nchw.abs().max() > 0.1
+    torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-5)
