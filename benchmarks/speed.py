@@ -24,7 +24,7 @@ both sides of a ratio alike):
               (scheduler.step over K steps): sample_vs_diffusers. Ratios = our images/s / theirs.
   adam        the optimiser step alone, reported beside train_overhead (train_overhead_without_adam).
 The trainer's own choices apply on every device (train.precision auto: bf16 autocast for DDPM on CUDA,
-fp32 on the CPU; channels_last for image networks as training.uses_channels_last says; fused Adam),
+fp32 on the CPU; channels_last for image networks as runtime.uses_channels_last says; fused Adam),
 and the sampler's network is laid out as TrainedRun.open lays it out (NHWC for images); diffusers'
 same-step side trains with our precision and layout, its example-script side and its
 DDPMPipeline loop as they run by default (NCHW; fp32 on the CPU, our precision on CUDA).
@@ -58,7 +58,7 @@ from diffrepro.config import parse_params, read_params  # noqa: E402
 from diffrepro.metrics.bound import evaluate_bound  # noqa: E402
 from diffrepro.runs import training  # noqa: E402
 from diffrepro.runs.sampling import sample  # noqa: E402
-from diffrepro.runtime import configure_threads, pick_device  # noqa: E402
+from diffrepro.runtime import configure_threads, pick_device, uses_channels_last  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # preset -> (params file, run whose settings are used, one example's shape)
@@ -223,7 +223,7 @@ def build_ours(args, run, shape, device) -> Side:
 
     # sampling and the bound as their stages run them: the EMA net as TrainedRun.open rebuilds it (eval, fp32,
     # image networks in NHWC)
-    net = copy.deepcopy(loop.ema).to(memory_format=torch.channels_last if len(shape) == 3
+    net = copy.deepcopy(loop.ema).to(memory_format=torch.channels_last if uses_channels_last(device, len(shape))
                                      else torch.contiguous_format).eval()
     short = build.build(dataclasses.replace(run, diffusion=dataclasses.replace(run.diffusion, timesteps=K)),
                         shape)[1].to(device)

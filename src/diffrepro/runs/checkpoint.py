@@ -185,6 +185,7 @@ class TrainedRun:
         from ..convention import DataMap
         from ..interop.safetensors import load_any
         from ..io import file_sha256
+        from ..runtime import uses_channels_last
 
         ckpt = load_any(path)  # model.pt through the safe torch loader, or a .safetensors export
         cfg = RunConfig.from_dict(ckpt["config"])
@@ -200,8 +201,8 @@ class TrainedRun:
             raise InputError(f"checkpoint {str(path)!r} of run {cfg.name!r} does not match its own config "
                              f"({exc})") from None
         model = model.to(device).eval()
-        if len(shape) == 3:  # image networks evaluate in NHWC (fp32): the U-Net's forward 1.1-1.3x faster on
-            model = model.to(memory_format=torch.channels_last)  # the CPU, SD-2015's nets 1.3-1.5x (benchmarks.md)
+        if uses_channels_last(device, len(shape)):  # image networks evaluate in NHWC (fp32)
+            model = model.to(memory_format=torch.channels_last)
         return cls(run=cfg, model=model, process=process.to(device),
                    data_map=DataMap.from_dict(ckpt.get("data_map")), data_shape=shape, path=Path(path),
                    digest=file_sha256(path))

@@ -30,7 +30,7 @@ from ..convention import DataMap
 from ..diffusion.draws import Shard, moved, rand, randint
 from ..diffusion.families import family
 from ..io import InputError, load_torch, save_torch
-from ..runtime import derive_seed, progress
+from ..runtime import derive_seed, progress, uses_channels_last
 from . import distributed
 
 LOG = logging.getLogger("diffrepro.train")
@@ -191,14 +191,6 @@ def autocast_bf16(run: RunConfig, device: torch.device) -> bool:
     if precision is not Precision.AUTO:
         return precision is Precision.BF16
     return device.type == "cuda" and family(run.diffusion.family).bf16_autocast
-
-
-def uses_channels_last(device: torch.device, data_rank: int, bf16: bool) -> bool:
-    """Whether an image network trains in channels_last (NHWC): on CUDA always, on the CPU in fp32,
-    where oneDNN's NHWC convolutions are faster (forward+backward of SD-2015's multi-scale nets 1.3x
-    for digits, 1.65x for dead leaves, the digits U-Net 1.1x); under bf16 autocast on the CPU the
-    GroupNorms of NHWC bf16 activations are so slow that the U-Net's step doubles (docs/benchmarks.md)."""
-    return data_rank == 3 and (device.type == "cuda" or not bf16)
 
 
 def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: int, state_path=None,
