@@ -166,14 +166,32 @@ def check_refusal(proc, fragments, project: Path, where: str) -> None:
     assert (project / SENTINEL).read_bytes() == b"an earlier build's training data"
 
 
+def snakemake_in_this_process(args, project: Path, monkeypatch, capfd) -> subprocess.CompletedProcess:
+    """`snakemake ARGS` through the function the `snakemake` command calls (snakemake.cli:main), in
+    this process: each case parses the Snakefile afresh, so the project's check runs as under the
+    command, without a second and a half of imports per case. (The command itself, as a process: the
+    engine-flag cases below, and the DVC cases.)"""
+    from snakemake.cli import main
+
+    monkeypatch.chdir(project)
+    for name in ("PATH", "OMP_WAIT_POLICY"):  # common.smk sets them for the jobs it would start
+        monkeypatch.setenv(name, ENV[name])
+    capfd.readouterr()
+    try:
+        main([*args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capfd.readouterr()
+    return subprocess.CompletedProcess(["snakemake", *args], code, out.out, out.err)
+
+
 @pytest.mark.parametrize("case_id, case, fragments", CASES, ids=[c[0] for c in CASES])
 def test_bad_params_are_refused_by_snakemake_and_the_cli(project, case_id, case, fragments, monkeypatch, capfd):
     (project / "params.yaml").write_text(params_text(case))
-    smk = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "1"], cwd=project, env=ENV,
-                         capture_output=True, text=True)
+    smk = snakemake_in_this_process(["-n", "--cores", "1"], project, monkeypatch, capfd)
     check_refusal(smk, fragments, project, "snakemake -n")
-    # the CLI's own entry point, in this process (a subprocess per case costs a second of imports)
-    monkeypatch.chdir(project)
+    # the CLI's own entry point, in this process too (a subprocess per case costs a second of imports)
     code = cli.main(["prepare", "--params", "params.yaml", "--dataset", "toyroll", "--train", SENTINEL,
                      "--test", "results/data/toyroll/test.npz", "--info", "results/data/toyroll/info.json",
                      "--preview", "results/data/toyroll/p.png"])
@@ -188,6 +206,14 @@ def test_bad_params_are_refused_by_snakemake_and_the_cli(project, case_id, case,
         # DVC itself deletes a stage's outputs before running its command (`persist: false`, the
         # default); a committed output comes back with `dvc checkout`. So no sentinel check here.
         (project / SENTINEL).write_bytes(b"an earlier build's training data")
+
+
+def test_snakemake_in_this_process_accepts_the_good_params(project, monkeypatch, capfd):
+    """The control for the in-process runner above: the tiny params themselves plan a whole build."""
+    (project / "params.yaml").write_text(yaml.safe_dump(BASE, sort_keys=False))
+    smk = snakemake_in_this_process(["-n", "--cores", "1"], project, monkeypatch, capfd)
+    assert smk.returncode == 0, (smk.stdout + smk.stderr)[-3000:]
+    assert "rule train:" in smk.stdout + smk.stderr and "error" not in smk.stderr.lower()
 
 
 def test_the_table_is_at_least_thirty_cases():
@@ -274,7 +300,7 @@ def _our_line(proc, prefix, fragments, where):
 
 
 @pytest.mark.parametrize("case_id, bad, fragments", CHECKPOINT_CASES, ids=[c[0] for c in CHECKPOINT_CASES])
-def test_bad_checkpoints_are_refused_by_every_engine(built, case_id, bad, fragments):
+def test_bad_checkpoints_are_refused_by_every_engine(built, case_id, bad, fragments, monkeypatch, capfd):
     run_dir = built / "results" / "runs" / "toyroll-ddpm"
     good = (built / MODEL).read_bytes()
     before = {name: (run_dir / name).read_bytes() for name in SAMPLE_OUTPUTS}
@@ -291,8 +317,12 @@ def test_bad_checkpoints_are_refused_by_every_engine(built, case_id, bad, fragme
         cli_args = ["sample", "--params", "params.yaml", "--run", "toyroll-ddpm", "--model", MODEL,
                     "--test", "results/data/toyroll/test.npz", "--samples", "out/samples.npz",
                     "--picture", "out/samples.png", "--progressive", "out/progressive.png"]
-        proc = subprocess.run([str(BIN / "diffrepro"), *cli_args], cwd=built, env=ENV, capture_output=True, text=True)
-        _our_line(proc, "diffrepro sample", fragments, "diffrepro sample")
+        monkeypatch.chdir(built)  # the stage command's entry point, in this process (the engines ran it as one)
+        capfd.readouterr()
+        code = cli.main(cli_args)
+        out = capfd.readouterr()
+        _our_line(subprocess.CompletedProcess(cli_args, code, out.out, out.err), "diffrepro sample", fragments,
+                  "diffrepro sample")
         assert not (built / "out").exists()
         assert not (built / MARKER).exists()
     finally:

@@ -1,7 +1,7 @@
 """Models in and out: a DDPM run exported as a diffusers DDPMPipeline folder gives our network's output,
 our schedule and our ancestral samples; a diffusers folder imported as a network (arch diffusers) is
-scored by the same bound; safetensors round trips; `diffrepro generate` writes what FID tools read.
-Every refusal is one line and writes nothing."""
+scored by the same bound (its whole chain: test_paper_chain.py); safetensors round trips; `diffrepro
+generate` writes what FID tools read. Every refusal is one line and writes nothing."""
 from __future__ import annotations
 
 import json
@@ -284,7 +284,8 @@ def test_an_imported_folder_that_does_not_fit_is_refused_in_one_line(tmp_path):
 
 
 class _Direct(torch.nn.Module):
-    """The diffusers model called as diffusers calls it: unet(x_t, t).sample."""
+    """The diffusers model called as diffusers calls it: unet(x_t, t).sample (the imported model's chain,
+    built beside DDPM's own CIFAR-10 run: tests/test_paper_chain.py)."""
 
     def __init__(self, unet):
         super().__init__()
@@ -292,60 +293,6 @@ class _Direct(torch.nn.Module):
 
     def forward(self, x, t):
         return self.unet(x, t).sample
-
-
-@pytest.mark.timeout(900)
-def test_a_diffusers_model_goes_through_the_chain_and_its_bound_is_the_models_own(tmp_path):
-    """Someone else's DDPM (google/ddpm-cifar10-32's configuration, random weights, T made small) as
-    a run with train.steps: 0, built by Snakemake through sample, inpaint, nll, fid and the report; the
-    bound the nll stage writes equals the bound of the diffusers model called directly."""
-    from diffrepro.build import build_process
-    from diffrepro.convention import DataMap
-    from diffrepro.metrics.bound import bound_unit, evaluate_bound
-    from diffrepro.runtime import derive_seed
-
-    from .conftest import BIN, copy_pipeline_files
-    from .roots import write_cifar_root
-    from .test_paper_chain import small
-    from .test_pipeline import sh
-
-    write_cifar_root(tmp_path / "torchvision", 4, 8)
-    raw = small("ddpm-cifar10.yaml", tmp_path / "torchvision")
-    (name,), (dataset,) = raw["runs"], raw["datasets"]
-    spec = raw["runs"][name]
-    folder = tmp_path / "ddpm-cifar10-32"
-    unet = google_like_folder(folder, spec["diffusion"]["timesteps"])
-    raw["models"] = {"google-ddpm-cifar10-32": {"arch": "diffusers", "path": str(folder)}}
-    spec["model"] = "google-ddpm-cifar10-32"
-    spec["train"].update(steps=0, keep_steps=[])
-    params = tmp_path / "imported.yaml"
-    params.write_text(yaml.safe_dump(raw, sort_keys=False))
-    project = tmp_path / "project"
-    project.mkdir()
-    copy_pipeline_files(project, params)
-    sh(BIN / "snakemake", "--cores", "2", cwd=project)
-
-    runs = project / "results" / "runs" / name
-    nll = json.loads((runs / "nll.json").read_text())
-    train = json.loads((runs / "train.json").read_text())
-    assert train["params"] == 35_746_307 and train["steps"] == 0 and train["final_loss"] is None
-    run = parse_params(raw).run(name)
-    x = np.load(project / "results" / "data" / dataset / "test.npz")["x"][: run.eval.nll_n]
-    process = build_process(run.diffusion, "image", 256, "ddpm")
-    direct = evaluate_bound(process, _Direct(unet), x, batch_size=run.eval.batch_size,
-                            seed=derive_seed(raw["seed"], "nll", name), device=torch.device("cpu"))
-    unit, to_unit = bound_unit("image", DataMap(), x.shape[1:])
-    assert nll["unit"] == unit == "bits/dim" and nll["n"] == len(x)
-    assert nll["nll"] == pytest.approx(float(to_unit(direct["total"]).mean()), rel=1e-5)
-    fid = json.loads((runs / "fid.json").read_text())
-    assert np.isfinite(fid["fid"]) and fid["feature_space"].startswith("inception-v3-compat")
-    assert np.load(runs / "samples.npz")["x"].shape == (run.sample.n, 3, 32, 32)
-    assert f"| {name} " in (project / "results" / "metrics.md").read_text()
-    # the train stage's safetensors beside model.pt: the same weights, read without pickle
-    a, b = (TrainedRun.open(runs / f, torch.device("cpu")).model.state_dict()
-            for f in ("model.pt", "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((runs / "model.json").read_text())["config"]["model"]["arch"] == "diffusers"
 
 
 def test_an_import_that_cannot_work_stops_in_one_line_before_any_job(tmp_path, tiny_raw):

