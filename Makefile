@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
-export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: run test venv clean
 
@@ -23,7 +22,9 @@ run: venv
 
 # two workers, one test file each (--dist loadfile keeps a file's module fixtures in one process),
 # the longest files first (tests/conftest.py): about 9 minutes on a 2-core machine, most of it the
-# engines' and the jobs' process start-up
+# engines' and the jobs' process start-up. The workers and their jobs share the cores, so OpenMP
+# threads sleep when idle (tests/conftest.py sets it too, for pytest run by hand).
+test: export OMP_WAIT_POLICY := PASSIVE
 test: venv
 	$(BIN)/pytest -q -n 2 --dist loadfile --durations=12
 

@@ -40,14 +40,18 @@ import argparse
 import copy
 import dataclasses
 import json
-import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads
+# OpenMP's wait policy as a pipeline job with these threads gets it (runtime.set_omp_wait_policy):
+# OpenMP's default when the threads cover every CPU, else PASSIVE; OMP_WAIT_POLICY in the environment
+# wins (OMP_WAIT_POLICY=PASSIVE measures jobs that share the cores). Read when torch loads: set first.
+from diffrepro.runtime import set_omp_wait_policy, threads_from_argv  # noqa: E402
+
+OMP_WAIT = set_omp_wait_policy(threads_from_argv(sys.argv[1:]) or 2)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -382,7 +386,7 @@ def run_benchmark(args) -> dict:
     batch, T, K = run.train.batch_size, run.diffusion.timesteps, args.sample_steps
     out = {"preset": args.preset, "run": run.name, "device": device.type,
            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch, "T": T,
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "omp_wait": OMP_WAIT, "batch": batch, "T": T,
            "sample_steps_timed": K, "repeats": args.repeats, "warmup": args.warmup,
            "note": (f"sampling timed over {K} reverse steps and scaled to a full chain of T = {T}: images/s = "
                     f"batch / (step time x T); medians of {args.repeats} repeats, each timing every side "
@@ -484,7 +488,8 @@ def main(argv=None) -> dict:
         print(json.dumps(r, indent=1))
     else:
         print(f"{r['preset']} ({r['run']}), {r['device']} ({r['device_name']}), torch {r['torch']}, "
-              f"{r['threads']} thread(s), batch {r['batch']}, T {r['T']}, {r['precision']}"
+              f"{r['threads']} thread(s) (OpenMP wait: {r['omp_wait']}), batch {r['batch']}, T {r['T']}, "
+              f"{r['precision']}"
               f"{', channels_last' if r['channels_last'] else ''}{', compiled' if r['compile'] else ''}; "
               f"{r['note']}")
         print(table(r))

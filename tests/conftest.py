@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Two workers, and the jobs their tests start, share the cores: OpenMP threads sleep when idle instead
+# of spinning (read once when torch loads, so set before any test module imports it; subprocesses
+# inherit it). The product's own choice is runtime.set_omp_wait_policy, tested in test_startup.py.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PARAMS = ROOT / "tests" / "params-tiny.yaml"
 BIN = Path(sys.executable).parent

@@ -3,6 +3,7 @@ compute with numpy and pandas alone (prepare, report) never import torch, and th
 scikit-learn (its data file is read directly): each saves seconds per job (benchmarks/pipeline_time.py)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -51,3 +52,48 @@ def test_digits_read_directly_equal_sklearns_load_digits():
     ours = sorted(map(tuple, np.round((x.reshape(len(x), -1) + 1) * 8).astype(int)))
     assert ours == sorted(map(tuple, bunch.data.astype(int)))
     assert set(split.y_train) == set(split.y_test) == set(bunch.target)
+
+
+def test_the_openmp_wait_policy_follows_the_jobs_share_of_the_cpus(monkeypatch):
+    """A job whose threads cover every CPU it may use runs alone (Snakemake counts cores, DVC runs one
+    stage at a time): OpenMP's default, a short spin; fewer threads, or none given: PASSIVE; a policy
+    in the environment is kept."""
+    from diffrepro import runtime
+
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 4)
+    for threads, expected, env in ((4, "default", None), (8, "default", None), (3, "passive", "PASSIVE"),
+                                   (1, "passive", "PASSIVE"), (None, "passive", "PASSIVE")):
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        assert runtime.set_omp_wait_policy(threads) == expected, threads
+        assert os.environ.get("OMP_WAIT_POLICY") == env, threads
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert runtime.set_omp_wait_policy(1) == "active" and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert runtime.threads_from_argv(["train", "--params", "p.yaml", "--threads", "2"]) == 2
+    assert runtime.threads_from_argv(["train", "--threads=3"]) == 3
+    assert runtime.threads_from_argv(["train", "--threads", "two"]) is None
+    assert runtime.threads_from_argv(["train", "--params", "p.yaml"]) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("share", ["all", "fewer"])
+def test_openmp_reads_the_policy_the_cli_chose_before_torch_loaded(share):
+    """What libgomp itself says it read (OMP_DISPLAY_ENV), when `diffrepro train --threads N` loads
+    torch: spin count 300000 (its default) for a job with every CPU, 0 (PASSIVE) for one with fewer."""
+    from diffrepro.runtime import usable_cpus
+
+    cpus = usable_cpus()
+    if share == "fewer" and cpus == 1:
+        pytest.skip("one CPU: no job has fewer threads than CPUs")
+    threads = cpus if share == "all" else cpus - 1
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = ("import sys; sys.argv = ['diffrepro', 'train', '--threads', sys.argv[1]]\n"
+            "from diffrepro import cli\nimport torch\ntorch.ones(2) + 1\nprint('POLICY', cli.OMP_WAIT)")
+    proc = subprocess.run([sys.executable, "-c", code, str(threads)], capture_output=True, text=True,
+                          env={**env, "OMP_DISPLAY_ENV": "VERBOSE"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    spin = next(line for line in proc.stderr.splitlines() if "GOMP_SPINCOUNT" in line)
+    policy = next(line for line in proc.stdout.splitlines() if line.startswith("POLICY")).split()[1]
+    if share == "all":
+        assert policy == "default" and "'300000'" in spin, (policy, spin)
+    else:
+        assert policy == "passive" and "'0'" in spin, (policy, spin)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 import time
 
-# OpenMP threads must sleep, not spin, when two jobs share the cores; set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from .runtime import set_omp_wait_policy, threads_from_argv
+
+# OpenMP reads its wait policy when torch loads, and a stage's module may import torch when the
+# parser is built: decided first, from the job's --threads (runtime.set_omp_wait_policy)
+OMP_WAIT = set_omp_wait_policy(threads_from_argv(sys.argv[1:]))
 
 from .wiring import pipeline  # noqa: E402
 from .wiring.pipeline import Collect  # noqa: E402
@@ -148,10 +150,11 @@ def main(argv=None) -> int:
         uses_torch = getattr(module, "USES_TORCH", True)  # a numpy/pandas stage: no torch, no device
         configure_threads(threads, torch_too=uses_torch)
         device = pick_device(params.device) if uses_torch else None
-        from .runtime import process_age
+        from .runtime import omp_wait, process_age
 
-        LOG.info("%s on %s with %d thread(s)%s, start-up %s", args.stage, device or "cpu (numpy)", threads,
-                 f" in each of {group.world} processes" if group.world > 1 else "", process_age())
+        LOG.info("%s on %s with %d thread(s)%s%s, start-up %s", args.stage, device or "cpu (numpy)", threads,
+                 f" in each of {group.world} processes" if group.world > 1 else "",
+                 f" (OpenMP wait: {omp_wait()})" if uses_torch and threads > 1 else "", process_age())
         module.run(args, params, device)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

@@ -9,14 +9,63 @@ from pathlib import Path
 LOG = logging.getLogger("diffrepro")
 
 
-def configure_threads(threads: int, torch_too: bool = True) -> None:
-    """Pin torch to `threads` CPU threads; OpenMP threads sleep instead of spinning when idle.
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; a container's or taskset's limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
-    Two jobs of 2 spinning threads each on 2 cores slowed training 45x on the project's machines.
+
+def set_omp_wait_policy(threads: int | None) -> str:
+    """Choose how idle OpenMP threads wait between torch's parallel regions; returns the policy.
+
+    OpenMP reads OMP_WAIT_POLICY once, when torch loads, so this runs before torch is imported.
+    - A policy already in the environment is kept (the test suite's, Snakemake's, a user's).
+    - A job whose threads cover every CPU it may use gets OpenMP's default (threads spin briefly,
+      then sleep): it runs alone, since Snakemake counts cores and never starts a job beside one that
+      holds them all, and DVC runs one stage at a time. On 2 cores with 2 threads, the digits U-Net's
+      forward took 22-27 ms against 40 ms with PASSIVE (docs/benchmarks.md).
+    - Fewer threads than CPUs, or not known: PASSIVE (threads sleep at once), since other jobs may
+      share the cores, and two jobs of 2 spinning threads each on 2 cores slowed training 45x.
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return os.environ["OMP_WAIT_POLICY"].lower()
+    if threads is None or threads < usable_cpus():
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        return "passive"
+    return "default"
+
+
+def omp_wait() -> str:
+    """The wait policy this process's OpenMP threads have: 'passive', 'active' or 'default'."""
+    return os.environ.get("OMP_WAIT_POLICY", "default").lower()
+
+
+def threads_from_argv(argv) -> int | None:
+    """The value of `--threads N` / `--threads=N` in a command line, before it is parsed (None when
+    absent or not a whole number: the parser reports that)."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--threads" and i + 1 < len(argv) else \
+            arg.partition("=")[2] if arg.startswith("--threads=") else None
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def configure_threads(threads: int, torch_too: bool = True) -> None:
+    """Pin torch to `threads` CPU threads (the OpenMP wait policy: set_omp_wait_policy, decided
+    before torch loaded; here only for a caller that has not yet imported it).
+
     torch_too=False (a stage that computes without torch): only the environment is set, which torch
     reads should it be imported later, and torch's import (a second or more of start-up) is spared.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" not in sys.modules:
+        set_omp_wait_policy(threads)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
     if not torch_too and "torch" not in sys.modules:

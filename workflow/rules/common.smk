@@ -11,10 +11,8 @@ from diffrepro.io import InputError
 
 min_version("9.0")
 
-# Jobs find the `diffrepro` command of the Python that runs Snakemake, and their OpenMP threads
-# sleep instead of spinning when two jobs share the cores.
+# Jobs find the `diffrepro` command of the Python that runs Snakemake.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The stages read exactly one params file, so `--configfile X` replaces params.yaml instead of
 # being merged into it.
@@ -53,6 +51,10 @@ except (KeyError, AttributeError, TypeError):
     _jobs_at_once = 1
 if _jobs_at_once > 1:
     os.environ.setdefault("DIFFREPRO_PROGRESS", "lines")
+    # jobs share the cores: their OpenMP threads sleep between torch's parallel regions instead of
+    # spinning (two jobs of 2 spinning threads on 2 cores: training 45x slower). One job at a time
+    # (its threads hold every core): each job chooses (runtime.set_omp_wait_policy).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 RUNS = list(PARAMS.runs)
 DATASETS = list(PARAMS.datasets)
 
