@@ -21,12 +21,13 @@ run: venv
 	$(BIN)/snakemake --cores all
 
 # two workers, one test file each (--dist loadfile keeps a file's module fixtures in one process),
-# the longest files first (tests/conftest.py): about 9 minutes on a 2-core machine, most of it the
-# engines' and the jobs' process start-up. The workers and their jobs share the cores, so OpenMP
-# threads sleep when idle (tests/conftest.py sets it too, for pytest run by hand).
+# the longest files first in tests/conftest.py's order (--no-loadscope-reorder: else xdist orders
+# files by their number of tests): 8-9 minutes on a fast 2-core machine, most of it the engines' and
+# the jobs' process start-up. The workers and their jobs share the cores, so OpenMP threads sleep
+# when idle (tests/conftest.py sets it too, for pytest run by hand).
 test: export OMP_WAIT_POLICY := PASSIVE
 test: venv
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=12
+	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=12
 
 clean:
 	rm -rf results/data results/features results/runs results/benchmarks results/metrics.* logs .snakemake
