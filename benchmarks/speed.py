@@ -51,7 +51,8 @@ from pathlib import Path
 # wins (OMP_WAIT_POLICY=PASSIVE measures jobs that share the cores). Read when torch loads: set first.
 from diffrepro.runtime import set_omp_wait_policy, threads_from_argv  # noqa: E402
 
-OMP_WAIT = set_omp_wait_policy(threads_from_argv(sys.argv[1:]) or 2)
+DEFAULT_THREADS = 2
+OMP_WAIT = set_omp_wait_policy(threads_from_argv(sys.argv[1:]) or DEFAULT_THREADS)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -77,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="digits-cpu")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads")
     ap.add_argument("--batch", type=int,
                     help="training, sampling and bound batch (default: the run's train.batch_size)")
     ap.add_argument("--sample-steps", type=int, default=20, help="reverse steps timed per sampling repeat")

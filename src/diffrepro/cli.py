@@ -150,11 +150,11 @@ def main(argv=None) -> int:
         uses_torch = getattr(module, "USES_TORCH", True)  # a numpy/pandas stage: no torch, no device
         configure_threads(threads, torch_too=uses_torch)
         device = pick_device(params.device) if uses_torch else None
-        from .runtime import omp_wait, process_age
+        from .runtime import process_age
 
         LOG.info("%s on %s with %d thread(s)%s%s, start-up %s", args.stage, device or "cpu (numpy)", threads,
                  f" in each of {group.world} processes" if group.world > 1 else "",
-                 f" (OpenMP wait: {omp_wait()})" if uses_torch and threads > 1 else "", process_age())
+                 f" (OpenMP wait: {OMP_WAIT})" if uses_torch and threads > 1 else "", process_age())
         module.run(args, params, device)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)

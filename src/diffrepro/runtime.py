@@ -37,11 +37,6 @@ def set_omp_wait_policy(threads: int | None) -> str:
     return "default"
 
 
-def omp_wait() -> str:
-    """The wait policy this process's OpenMP threads have: 'passive', 'active' or 'default'."""
-    return os.environ.get("OMP_WAIT_POLICY", "default").lower()
-
-
 def threads_from_argv(argv) -> int | None:
     """The value of `--threads N` / `--threads=N` in a command line, before it is parsed (None when
     absent or not a whole number: the parser reports that)."""
