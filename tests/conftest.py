@@ -66,14 +66,74 @@ def copy_pipeline_files(dest: Path, params: Path) -> None:
     shutil.copy(params, dest / "params.yaml")
 
 
-def run_cli(*args, cwd=None, check=False):
-    """Run `diffrepro ...` as a user would; returns the CompletedProcess."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.run([str(BIN / "diffrepro"), *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True)
+# What a command's process would have in its environment: the venv's commands first, and OpenMP's
+# threads asleep when idle (the tests' jobs share the cores)
+COMMAND_ENV = {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def in_this_process(main, name: str, args, cwd=None) -> subprocess.CompletedProcess:
+    """`name ARGS` through the function its console script calls (`main`), in this process, as the
+    command would run it: in `cwd`, with COMMAND_ENV, its exit code (SystemExit's or main's return)
+    and what it writes to stdout and stderr captured. An exception main lets escape is what the
+    process would print: a traceback on stderr and exit code 1. The working folder, the environment
+    (Snakefiles and stages set variables for the jobs they start) and torch's thread count are put
+    back afterwards. Each command as a process pays 1.5-2 s of imports (torch, snakemake, dvc); a
+    test that needs the process itself (a kill, a signal, a console script) starts one."""
+    import contextlib
+    import io
+    import traceback
+
+    import torch
+
+    args = [str(a) for a in args]
+    saved_env, saved_cwd, saved_threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update(COMMAND_ENV)
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(args) or 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if not isinstance(exc.code, (int, type(None))):
+                    print(exc.code, file=sys.stderr)
+            except Exception:  # noqa: BLE001 - the process would die with this traceback
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(saved_threads)
+    return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())
+
+
+def run_cli(*args, cwd=None, check=False) -> subprocess.CompletedProcess:
+    """`diffrepro ARGS` as a user would run it, through diffrepro.cli:main (the console script's
+    function) in this process (in_this_process)."""
+    from diffrepro import cli
+
+    proc = in_this_process(cli.main, "diffrepro", args, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"diffrepro {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def snakemake_here(*args, cwd) -> subprocess.CompletedProcess:
+    """`snakemake ARGS` in `cwd` through snakemake.cli:main, in this process: the Snakefile is parsed
+    afresh each call, as by the command."""
+    from snakemake.cli import main
+
+    return in_this_process(main, "snakemake", args, cwd=cwd)
+
+
+def dvc_here(*args, cwd) -> subprocess.CompletedProcess:
+    """`dvc ARGS` in `cwd` through dvc.cli:main, in this process."""
+    from dvc.cli import main
+
+    return in_this_process(main, "dvc", args, cwd=cwd)
 
 
 @pytest.fixture
