@@ -129,13 +129,6 @@ def snakemake_here(*args, cwd) -> subprocess.CompletedProcess:
     return in_this_process(main, "snakemake", args, cwd=cwd)
 
 
-def dvc_here(*args, cwd) -> subprocess.CompletedProcess:
-    """`dvc ARGS` in `cwd` through dvc.cli:main, in this process."""
-    from dvc.cli import main
-
-    return in_this_process(main, "dvc", args, cwd=cwd)
-
-
 @pytest.fixture
 def tiny_raw():
     """The tiny test params as a dict (a fresh copy per test)."""

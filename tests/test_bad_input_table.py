@@ -17,10 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffrepro import cli
-
 from . import evil
-from .conftest import BIN, TINY_PARAMS, copy_pipeline_files
+from .conftest import BIN, TINY_PARAMS, copy_pipeline_files, run_cli, snakemake_here
 
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_WAIT_POLICY": "PASSIVE"}
 BASE = yaml.safe_load(TINY_PARAMS.read_text())
@@ -166,37 +164,17 @@ def check_refusal(proc, fragments, project: Path, where: str) -> None:
     assert (project / SENTINEL).read_bytes() == b"an earlier build's training data"
 
 
-def snakemake_in_this_process(args, project: Path, monkeypatch, capfd) -> subprocess.CompletedProcess:
-    """`snakemake ARGS` through the function the `snakemake` command calls (snakemake.cli:main), in
-    this process: each case parses the Snakefile afresh, so the project's check runs as under the
-    command, without a second and a half of imports per case. (The command itself, as a process: the
-    engine-flag cases below, and the DVC cases.)"""
-    from snakemake.cli import main
-
-    monkeypatch.chdir(project)
-    for name in ("PATH", "OMP_WAIT_POLICY"):  # common.smk sets them for the jobs it would start
-        monkeypatch.setenv(name, ENV[name])
-    capfd.readouterr()
-    try:
-        main([*args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capfd.readouterr()
-    return subprocess.CompletedProcess(["snakemake", *args], code, out.out, out.err)
-
-
 @pytest.mark.parametrize("case_id, case, fragments", CASES, ids=[c[0] for c in CASES])
-def test_bad_params_are_refused_by_snakemake_and_the_cli(project, case_id, case, fragments, monkeypatch, capfd):
+def test_bad_params_are_refused_by_snakemake_and_the_cli(project, case_id, case, fragments):
+    """Snakemake and the CLI through their commands' functions, in this process (conftest's
+    in_this_process: the Snakefile parsed afresh each case); the DVC cases, and the engine-flag
+    cases below, as processes."""
     (project / "params.yaml").write_text(params_text(case))
-    smk = snakemake_in_this_process(["-n", "--cores", "1"], project, monkeypatch, capfd)
-    check_refusal(smk, fragments, project, "snakemake -n")
-    # the CLI's own entry point, in this process too (a subprocess per case costs a second of imports)
-    code = cli.main(["prepare", "--params", "params.yaml", "--dataset", "toyroll", "--train", SENTINEL,
-                     "--test", "results/data/toyroll/test.npz", "--info", "results/data/toyroll/info.json",
-                     "--preview", "results/data/toyroll/p.png"])
-    out = capfd.readouterr()
-    check_refusal(subprocess.CompletedProcess([], code, out.out, out.err), fragments, project, "diffrepro prepare")
+    check_refusal(snakemake_here("-n", "--cores", "1", cwd=project), fragments, project, "snakemake -n")
+    proc = run_cli("prepare", "--params", "params.yaml", "--dataset", "toyroll", "--train", SENTINEL,
+                   "--test", "results/data/toyroll/test.npz", "--info", "results/data/toyroll/info.json",
+                   "--preview", "results/data/toyroll/p.png", cwd=project)
+    check_refusal(proc, fragments, project, "diffrepro prepare")
     if case_id in DVC_CASES:
         dvc = subprocess.run([str(BIN / "dvc"), "repro", "prepare@toyroll"], cwd=project, env=ENV,
                              capture_output=True, text=True)
@@ -208,10 +186,10 @@ def test_bad_params_are_refused_by_snakemake_and_the_cli(project, case_id, case,
         (project / SENTINEL).write_bytes(b"an earlier build's training data")
 
 
-def test_snakemake_in_this_process_accepts_the_good_params(project, monkeypatch, capfd):
+def test_snakemake_in_this_process_accepts_the_good_params(project):
     """The control for the in-process runner above: the tiny params themselves plan a whole build."""
     (project / "params.yaml").write_text(yaml.safe_dump(BASE, sort_keys=False))
-    smk = snakemake_in_this_process(["-n", "--cores", "1"], project, monkeypatch, capfd)
+    smk = snakemake_here("-n", "--cores", "1", cwd=project)
     assert smk.returncode == 0, (smk.stdout + smk.stderr)[-3000:]
     assert "rule train:" in smk.stdout + smk.stderr and "error" not in smk.stderr.lower()
 
@@ -300,7 +278,7 @@ def _our_line(proc, prefix, fragments, where):
 
 
 @pytest.mark.parametrize("case_id, bad, fragments", CHECKPOINT_CASES, ids=[c[0] for c in CHECKPOINT_CASES])
-def test_bad_checkpoints_are_refused_by_every_engine(built, case_id, bad, fragments, monkeypatch, capfd):
+def test_bad_checkpoints_are_refused_by_every_engine(built, case_id, bad, fragments):
     run_dir = built / "results" / "runs" / "toyroll-ddpm"
     good = (built / MODEL).read_bytes()
     before = {name: (run_dir / name).read_bytes() for name in SAMPLE_OUTPUTS}
@@ -317,12 +295,8 @@ def test_bad_checkpoints_are_refused_by_every_engine(built, case_id, bad, fragme
         cli_args = ["sample", "--params", "params.yaml", "--run", "toyroll-ddpm", "--model", MODEL,
                     "--test", "results/data/toyroll/test.npz", "--samples", "out/samples.npz",
                     "--picture", "out/samples.png", "--progressive", "out/progressive.png"]
-        monkeypatch.chdir(built)  # the stage command's entry point, in this process (the engines ran it as one)
-        capfd.readouterr()
-        code = cli.main(cli_args)
-        out = capfd.readouterr()
-        _our_line(subprocess.CompletedProcess(cli_args, code, out.out, out.err), "diffrepro sample", fragments,
-                  "diffrepro sample")
+        # the stage command's entry point, in this process (the engines ran it as one)
+        _our_line(run_cli(*cli_args, cwd=built), "diffrepro sample", fragments, "diffrepro sample")
         assert not (built / "out").exists()
         assert not (built / MARKER).exists()
     finally:

@@ -25,7 +25,7 @@ import pytest
 import torch
 import yaml
 
-from .conftest import BIN, TINY_PARAMS, copy_pipeline_files
+from .conftest import BIN, TINY_PARAMS, copy_pipeline_files, run_cli, snakemake_here
 
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_WAIT_POLICY": "PASSIVE"}
 DETERMINISTIC = ("nll.json", "fid.json", "parzen.json", "inpaint.json", "curve.csv")
@@ -36,6 +36,12 @@ RUN_STAGES = ("train", "sample", "inpaint", "nll", "fid", "curve", "parzen")
 def sh(*cmd, cwd):
     proc = subprocess.run(list(map(str, cmd)), cwd=cwd, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc.stdout + proc.stderr
+
+
+def here(proc: subprocess.CompletedProcess) -> str:
+    """The output of a command run in this process (conftest.in_this_process), which must succeed."""
+    assert proc.returncode == 0, f"{' '.join(proc.args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc.stdout + proc.stderr
 
 
@@ -66,8 +72,9 @@ def dvc_changed(project: Path) -> set:
 
 
 def snakemake_pending(project: Path) -> set:
-    """rule@wildcard of every job `snakemake -n` would run (rule all left out)."""
-    out = sh(BIN / "snakemake", "-n", "--cores", "1", cwd=project)
+    """rule@wildcard of every job `snakemake -n` would run (rule all left out; through
+    snakemake.cli:main, in this process)."""
+    out = here(snakemake_here("-n", "--cores", "1", cwd=project))
     jobs = set()
     for block in re.split(r"\n(?=rule \S+:\n)", out):
         m = re.match(r"rule (\S+):\n", block)
@@ -143,7 +150,7 @@ def test_after_snakemake_dvc_has_nothing_to_do_and_a_params_edit_reruns_only_its
     assert changed[train_json]["steps"]["old"] == 60 and changed[train_json]["steps"]["new"] == 40
     # Snakemake sees the new params and newer files; sync hands it DVC's verdict
     assert "train@toyroll-ddpm" in snakemake_pending(project)
-    assert "recorded its outputs in Snakemake's metadata" in sh(BIN / "diffrepro", "sync", cwd=project)
+    assert "recorded its outputs in Snakemake's metadata" in here(run_cli("sync", cwd=project))
     assert snakemake_pending(project) == set()
     assert dvc_changed(project) == set()
     commit(project, "fewer steps")
@@ -152,7 +159,7 @@ def test_after_snakemake_dvc_has_nothing_to_do_and_a_params_edit_reruns_only_its
     original = (project / "params.yaml").read_text()
     params["runs"]["toyroll-sd"]["train"]["steps"] = 20
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    proc = subprocess.run([str(BIN / "diffrepro"), "sync"], cwd=project, env=ENV, capture_output=True, text=True)
+    proc = run_cli("sync", cwd=project)
     assert proc.returncode == 2 and "neither engine is up to date" in proc.stderr, proc.stderr
     assert "train@toyroll-sd" in snakemake_pending(project) and "train@toyroll-sd" in dvc_changed(project)
     (project / "params.yaml").write_text(original)
@@ -337,12 +344,12 @@ def test_dvc_alone_builds_the_same_metrics(project, tmp_path):
             assert (fresh / "results" / "features" / name).read_bytes() == \
                 (project / "results" / "features" / name).read_bytes(), name
     # and the Snakemake side of this checkout agrees (it has no metadata yet: its mtimes decide)
-    assert "up to date" in sh(BIN / "diffrepro", "sync", cwd=fresh)
+    assert "up to date" in here(run_cli("sync", cwd=fresh))
     assert snakemake_pending(fresh) == set()
 
 
 def test_snakemake_report_builds_offline_with_the_pictures(project):
-    sh(BIN / "snakemake", "--report", "results/report.html", cwd=project)
+    here(snakemake_here("--report", "results/report.html", cwd=project))
     html = (project / "results" / "report.html").read_text(errors="replace")
     for category in ("samples", "inpainting", "bound terms", "loss curves", "metric tables"):
         assert category in html, category
@@ -353,7 +360,7 @@ def test_snakemake_report_builds_offline_with_the_pictures(project):
 
 
 def _compare(project, *args):
-    return sh(BIN / "diffrepro", "compare", *args, cwd=project)
+    return here(run_cli("compare", *args, cwd=project))
 
 
 def test_compare_across_git_revisions(project):

@@ -18,8 +18,8 @@ import yaml
 from diffrepro.config import JobResources, ParamsError, parse_params
 from diffrepro.wiring import engines, pipeline
 
-from .conftest import BIN, ROOT, TINY_PARAMS, copy_pipeline_files
-from .test_pipeline import sh
+from .conftest import BIN, ROOT, TINY_PARAMS, copy_pipeline_files, snakemake_here
+from .test_pipeline import here, sh
 
 SLURM = "workflow/profiles/slurm"
 GPU_BOX = "workflow/profiles/gpu-box"
@@ -93,7 +93,7 @@ def profile_default_resources(profile: str) -> dict:
 @pytest.mark.parametrize("resources", [RESOURCES, None], ids=["params", "profile-defaults"])
 def test_slurm_dry_run_plans_each_rule_with_params_resources(tmp_path, resources):
     project = make_copy(tmp_path, resources)
-    out = sh(BIN / "snakemake", "-n", "--profile", SLURM, cwd=project)  # no sbatch/sinfo: a pure plan
+    out = here(snakemake_here("-n", "--profile", SLURM, cwd=project))  # no sbatch/sinfo: a pure plan
     assert f"Using profile {SLURM}" in out
     jobs = planned(out)
     assert set(jobs) == set(pipeline.STAGE_NAMES)
@@ -150,7 +150,7 @@ def test_gpu_box_runs_gpu_jobs_one_at_a_time(tmp_path):
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["resources"]["train"] = {"mem_mb": 9000, "runtime_min": 5, "gpu": 0}
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    assert "Nothing to be done" in sh(BIN / "snakemake", "-n", "--cores", "1", *targets, cwd=project)
+    assert "Nothing to be done" in here(snakemake_here("-n", "--cores", "1", *targets, cwd=project))
 
 
 def _fake_srun(folder: Path) -> Path:
@@ -206,7 +206,7 @@ def test_slurm_plans_a_multi_node_training_as_one_job_over_its_nodes(tmp_path):
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["runs"]["toyroll-ddpm"]["train"].update(nodes=2, processes=2)
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    jobs = planned(sh(BIN / "snakemake", "-n", "--profile", SLURM, cwd=project))
+    jobs = planned(here(snakemake_here("-n", "--profile", SLURM, cwd=project)))
     by_run = {job.get("nodes"): job for job in jobs["train"]}
     assert set(by_run) == {"1", "2"}
     many, one = by_run["2"], by_run["1"]

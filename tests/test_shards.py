@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import BIN, TINY_PARAMS, run_cli, stage_args
-from .test_pipeline import ENV, make_project, sh
+from .conftest import BIN, TINY_PARAMS, run_cli, snakemake_here, stage_args
+from .test_pipeline import ENV, here, make_project, sh
 
 RUN = "digits-tiny"
 DIR = Path("results/runs") / RUN
@@ -56,7 +56,7 @@ def test_shards_gather_byte_identical_to_one_job_in_both_engines(tmp_path):
     shard_log = (project / "logs" / "sample" / f"{RUN}-shard2-of-3.log").read_text()
     assert "shard 2 of 3: batches [2, 3]" in shard_log  # 4 batches of 8: the last shard takes two
     assert "gathered 3 of 3 shard(s)" in (project / "logs" / "sample" / f"{RUN}.log").read_text()
-    assert "Nothing to be done" in sh(BIN / "snakemake", "-n", "--cores", "1", *TARGETS, cwd=project)
+    assert "Nothing to be done" in here(snakemake_here("-n", "--cores", "1", *TARGETS, cwd=project))
 
     # DVC runs each stage as one job, which computes every batch itself: the same bytes
     for name in RESULTS:

@@ -127,6 +127,8 @@ def setup_logging(log_path=None) -> None:
     extra={"file_only": True} goes to the file alone (the CLI prints its error line to stderr itself)."""
     root = logging.getLogger("diffrepro")
     root.setLevel(logging.INFO)
+    for handler in root.handlers:  # a second call in one process: the last call's log file is closed
+        handler.close()
     root.handlers.clear()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     err = logging.StreamHandler(sys.stderr)
