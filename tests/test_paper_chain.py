@@ -22,6 +22,7 @@ from .roots import write_cifar_root, write_mnist_root
 from .test_pipeline import sh
 
 pytestmark = pytest.mark.timeout(900)
+FID_N = 4  # the samples, and the reference images, of each FID
 
 
 def small(config: str, root: Path) -> dict:
@@ -31,12 +32,13 @@ def small(config: str, root: Path) -> dict:
     for ds in raw["datasets"].values():
         ds["root"] = str(root)
     for run in raw["runs"].values():
-        run["diffusion"]["timesteps"] = 4
+        # two steps of the chain: every forward pass is the paper's full-size network on the CPU
+        run["diffusion"]["timesteps"] = 2
         run["train"].update(steps=2, batch_size=2, warmup_steps=1, checkpoint_every=1, keep_steps=[1], log_every=1)
         # shards kept (at most 2, each a whole batch): the paper's scatter/gather runs end to end
-        run["sample"].update(n=8, batch_size=4, shards=min(run["sample"].get("shards", 1), 2))
+        run["sample"].update(n=FID_N, batch_size=2, shards=min(run["sample"].get("shards", 1), 2))
         run["inpaint"]["n"] = 1
-        run["eval"].update(nll_n=4, fid_n=8, batch_size=2, curve_fid_n=8, curve_nll_n=2,
+        run["eval"].update(nll_n=4, fid_n=FID_N, batch_size=2, curve_fid_n=FID_N, curve_nll_n=2,
                            nll_shards=min(run["eval"].get("nll_shards", 1), 2))
     return raw
 
@@ -86,7 +88,7 @@ def check_chain(project: Path, raw: dict, run: str) -> None:
     assert ref["train"].shape[1] == 2048 and str(ref["kind"]) == "inception"
     fid = json.loads((project / "results" / "runs" / run / "fid.json").read_text())
     assert fid["feature_space"].startswith("inception-v3-compat")
-    assert fid["n"] == 8 and fid["n_train_ref"] == 8
+    assert fid["n"] == FID_N and fid["n_train_ref"] == FID_N
     for key in ("fid", "fid_floor_train_vs_test", "fid_vs_train", "kid", "kid_std"):
         assert math.isfinite(fid[key]), key
     assert fid["fid"] > fid["fid_floor_train_vs_test"]  # two optimiser steps do not make images
