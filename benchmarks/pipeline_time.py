@@ -1,6 +1,7 @@
 """Benchmark: where a built pipeline's time goes, from what Snakemake and the jobs already write.
 
-- each job's wall seconds: Snakemake's benchmark file (results/benchmarks/<stage>/<key>.tsv);
+- each job's wall seconds: Snakemake's benchmark file (results/benchmarks/<stage>/<key>.tsv; a
+  sharded stage's scatter jobs, `<stage>_shard`, <key>-shard<k>-of-<K>.tsv);
 - each job's start-up (process start to its stage's first work: the interpreter, the imports, the
   params checks): the rule log's "start-up X s" line (cli.py);
 - the jobs' dependencies: the pipeline declaration (wiring/pipeline.py) over the params file;
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from diffrepro.wiring import pipeline
+from diffrepro.wiring import engines, pipeline
 from diffrepro.wiring.pipeline import Collect
 
 STARTUP = re.compile(r"start-up (\d+(?:\.\d+)?) s")
@@ -31,15 +32,32 @@ STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 
 
 def jobs_of(raw: dict) -> dict:
-    """{job name: (stage, key)} for every job the params give (key: the dataset or run; None)."""
+    """{job name: (stage, key, shard)} for every job the params give (key: the dataset or run, or None;
+    shard: None, or k of a sharded job's scatter jobs `<stage>_shard@<key>#<k>`, as Snakemake runs them)."""
     keys = {"dataset": list(raw["datasets"]), "run": list(raw["runs"]), None: [None]}
-    return {(f"{st.name}@{key}" if key else st.name): (st, key) for st in pipeline.STAGES for key in keys[st.wildcard]}
+    jobs = {}
+    for st in pipeline.STAGES:
+        for key in keys[st.wildcard]:
+            jobs[f"{st.name}@{key}" if key else st.name] = (st, key, None)
+            shards = engines.job_shards(st, raw, key)
+            for k in range(shards if shards > 1 else 0):
+                jobs[f"{st.name}_shard@{key}#{k}"] = (st, key, k)
+    return jobs
+
+
+def _file(template: str, st, key, shard, raw: dict) -> str:
+    """A job's log or benchmark path (template: the stage's own, or its scatter jobs')."""
+    values = {st.wildcard: key} if st.wildcard else {}
+    if shard is not None:
+        values.update(shard=shard, shards=engines.job_shards(st, raw, key))
+    return pipeline.fill(template, **values)
 
 
 def dependencies(raw: dict, jobs: dict) -> dict:
-    """{job: [the jobs whose outputs it reads]}, from the declaration's inputs."""
+    """{job: [the jobs whose outputs it reads]}, from the declaration's inputs (a sharded job's
+    gather also reads its scatter jobs' shard files)."""
     deps = {}
-    for name, (st, key) in jobs.items():
+    for name, (st, key, shard) in jobs.items():
         found = []
         for inp in st.inputs:
             if isinstance(inp, Collect):
@@ -52,6 +70,8 @@ def dependencies(raw: dict, jobs: dict) -> dict:
                 found.append(f"{producer.name}@{key}")
             else:  # a run's job reads its dataset's
                 found.append(f"{producer.name}@{raw['runs'][key]['dataset']}")
+        if shard is None:
+            found += [other for other, (s, k, sh) in jobs.items() if s is st and k == key and sh is not None]
         deps[name] = sorted(set(found) & set(jobs))
     return deps
 
@@ -59,8 +79,8 @@ def dependencies(raw: dict, jobs: dict) -> dict:
 def job_seconds(root: Path, raw: dict, jobs: dict) -> dict:
     """{job: wall seconds} from Snakemake's benchmark files (jobs without one are left out)."""
     out = {}
-    for name, (st, key) in jobs.items():
-        path = root / pipeline.fill(st.benchmark, **({st.wildcard: key} if st.wildcard else {}))
+    for name, (st, key, shard) in jobs.items():
+        path = root / _file(st.benchmark if shard is None else st.shard_benchmark, st, key, shard, raw)
         if path.is_file():
             with open(path) as f:
                 rows = list(csv.DictReader(f, delimiter="\t"))
@@ -69,11 +89,11 @@ def job_seconds(root: Path, raw: dict, jobs: dict) -> dict:
     return out
 
 
-def startups(root: Path, jobs: dict) -> dict:
+def startups(root: Path, raw: dict, jobs: dict) -> dict:
     """{job: start-up seconds} from the last "start-up X s" line of each rule log."""
     out = {}
-    for name, (st, key) in jobs.items():
-        path = root / pipeline.fill(st.log, **({st.wildcard: key} if st.wildcard else {}))
+    for name, (st, key, shard) in jobs.items():
+        path = root / _file(st.log if shard is None else st.shard_log, st, key, shard, raw)
         if path.is_file():
             found = STARTUP.findall(path.read_text(errors="replace"))
             if found:
@@ -104,7 +124,7 @@ def critical_path(deps: dict, seconds: dict) -> tuple:
 
 def summary(root: Path, raw: dict) -> dict:
     jobs = jobs_of(raw)
-    seconds, starts = job_seconds(root, raw, jobs), startups(root, jobs)
+    seconds, starts = job_seconds(root, raw, jobs), startups(root, raw, jobs)
     deps = dependencies(raw, jobs)
     total = sum(seconds.values())
     path_s, path = critical_path(deps, seconds)
