@@ -36,9 +36,9 @@ SLOW_MODULES = {
 # The longest modules, longest first: `make test` hands whole modules to its two workers in this
 # order as each gets free (--dist loadfile), so the long ones do not start last and run alone at the
 # end while the other worker idles (the order of one `pytest -v --durations=0` on 2 cores).
-LONGEST_FIRST = ("test_pipeline", "test_paper_chain", "test_long_run", "test_shards", "test_resume",
-                 "test_bad_input_table", "test_safe_loading", "test_diffusers_interop", "test_profiles",
-                 "test_dag_agreement", "test_bad_inputs", "test_fid")
+LONGEST_FIRST = ("test_pipeline", "test_paper_chain", "test_bad_input_table", "test_shards", "test_resume",
+                 "test_fid", "test_long_run", "test_profiles", "test_dvc_remote", "test_gpu_pool",
+                 "test_dag_agreement", "test_ddp")
 
 
 def pytest_collection_modifyitems(config, items):
