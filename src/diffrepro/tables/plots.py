@@ -60,9 +60,13 @@ def show_data(path, x: np.ndarray, data_type: str, title: str, reference: np.nda
 
 
 def loss_curve(path, steps, losses, title: str) -> None:
+    """The loss record against the step. A short record (a few logged rows: a tiny or a just-started
+    run) is drawn with a marker per row, so that a lone row shows; none at all says so."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, losses, lw=1)
+    ax.plot(steps, losses, lw=1, marker="o" if len(steps) <= 30 else None, ms=4)
+    if len(steps) == 0:
+        ax.text(0.5, 0.5, "no training steps logged", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     if np.all(np.asarray(losses) > 0):
