@@ -76,17 +76,21 @@ def in_this_process(main, name: str, args, cwd=None) -> subprocess.CompletedProc
     command would run it: in `cwd`, with COMMAND_ENV, its exit code (SystemExit's or main's return)
     and what it writes to stdout and stderr captured. An exception main lets escape is what the
     process would print: a traceback on stderr and exit code 1. The working folder, the environment
-    (Snakefiles and stages set variables for the jobs they start) and torch's thread count are put
-    back afterwards. Each command as a process pays 1.5-2 s of imports (torch, snakemake, dvc); a
-    test that needs the process itself (a kill, a signal, a console script) starts one."""
+    (Snakefiles and stages set variables for the jobs they start), torch's thread count and the global
+    random states (training seeds torch's) are put back afterwards. Each command as a process pays
+    1.5-2 s of imports (torch, snakemake, dvc); a test that needs the process itself (a kill, a
+    signal, a console script) starts one."""
     import contextlib
     import io
+    import random
     import traceback
 
+    import numpy as np
     import torch
 
     args = [str(a) for a in args]
     saved_env, saved_cwd, saved_threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
+    saved_random = torch.get_rng_state(), np.random.get_state(), random.getstate()
     out, err = io.StringIO(), io.StringIO()
     try:
         os.environ.update(COMMAND_ENV)
@@ -107,6 +111,9 @@ def in_this_process(main, name: str, args, cwd=None) -> subprocess.CompletedProc
         os.environ.clear()
         os.environ.update(saved_env)
         torch.set_num_threads(saved_threads)
+        torch.set_rng_state(saved_random[0])
+        np.random.set_state(saved_random[1])
+        random.setstate(saved_random[2])
     return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())
 
 
