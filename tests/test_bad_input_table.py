@@ -187,7 +187,7 @@ def test_bad_params_are_refused_by_snakemake_and_the_cli(project, case_id, case,
 
 
 def test_snakemake_in_this_process_accepts_the_good_params(project):
-    """The control for the in-process runner above: the tiny params themselves plan a whole build."""
+    """The control for the in-process runner (conftest.snakemake_here): the tiny params plan a whole build."""
     (project / "params.yaml").write_text(yaml.safe_dump(BASE, sort_keys=False))
     smk = snakemake_here("-n", "--cores", "1", cwd=project)
     assert smk.returncode == 0, (smk.stdout + smk.stderr)[-3000:]
