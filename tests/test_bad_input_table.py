@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from . import evil
-from .conftest import BIN, TINY_PARAMS, copy_pipeline_files, run_cli, snakemake_here
+from .conftest import BIN, COMMAND_ENV, TINY_PARAMS, copy_pipeline_files, run_cli, snakemake_here
 
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_WAIT_POLICY": "PASSIVE"}
+ENV = {**os.environ, **COMMAND_ENV}  # a command as a process: what in_this_process gives it
 BASE = yaml.safe_load(TINY_PARAMS.read_text())
 SENTINEL = "results/data/toyroll/train.npz"   # an earlier output that must survive every refusal
 

@@ -25,24 +25,23 @@ import pytest
 import torch
 import yaml
 
-from .conftest import BIN, TINY_PARAMS, copy_pipeline_files, run_cli, snakemake_here
+from .conftest import BIN, COMMAND_ENV, TINY_PARAMS, copy_pipeline_files, run_cli, snakemake_here
 
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OMP_WAIT_POLICY": "PASSIVE"}
+ENV = {**os.environ, **COMMAND_ENV}  # a command as a process: what in_this_process gives it
 DETERMINISTIC = ("nll.json", "fid.json", "parzen.json", "inpaint.json", "curve.csv")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUN_STAGES = ("train", "sample", "inpaint", "nll", "fid", "curve", "parzen")
 
 
-def sh(*cmd, cwd):
-    proc = subprocess.run(list(map(str, cmd)), cwd=cwd, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc.stdout + proc.stderr
-
-
 def here(proc: subprocess.CompletedProcess) -> str:
-    """The output of a command run in this process (conftest.in_this_process), which must succeed."""
+    """The output of a finished command (a process, or conftest.in_this_process), which must succeed."""
     assert proc.returncode == 0, f"{' '.join(proc.args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc.stdout + proc.stderr
+
+
+def sh(*cmd, cwd):
+    """A command as a process."""
+    return here(subprocess.run(list(map(str, cmd)), cwd=cwd, env=ENV, capture_output=True, text=True))
 
 
 def make_project(dest: Path, dvc: bool = True) -> Path:
