@@ -50,6 +50,29 @@ def test_schedule_kernels_and_posterior_against_bayes():
             assert float(post1 + post0) == pytest.approx(1.0, abs=1e-14)
 
 
+
+@pytest.mark.parametrize("T", [1, 2, 50])
+def test_reverse_rate_from_the_posterior_table_equals_the_mixture_formula(T):
+    """p_rate looks the posterior up in a [2T x 2] table: bit for bit the X0_MIXTURE rate written
+    out, Σ_x0 p̂(x0 | x_t) q(x_{t-1} | x_t, x0), for images ([N x C x H x W]) as for vectors."""
+    torch.manual_seed(0)
+    proc = BinomialDiffusion(T, p=0.2)
+    for shape in ((64, 20), (16, 1, 3, 3)):
+        x = (torch.rand(shape) < 0.4).float()
+        t = torch.randint(0, T, (shape[0],))
+        t[0], t[-1] = 0, T - 1
+        logits = torch.randn(shape) * 3
+        one, zero = proc.p_rate(lambda xt, tt: logits, x, t)
+        ones = torch.ones_like(x, dtype=torch.float64)
+        p11, p01 = proc.q_posterior_rate(ones, x, t)
+        p10, p00 = proc.q_posterior_rate(0 * ones, x, t)
+        hat1, hat0 = torch.sigmoid(logits.double()), torch.sigmoid(-logits.double())
+        assert one.shape == shape and one.dtype == torch.float64
+        assert torch.equal(one, hat1 * p11 + hat0 * p10)
+        assert torch.equal(zero, hat1 * p01 + hat0 * p00)
+        if T > 2:  # x_t matters (not at index 0, where the posterior is x_0, nor at T - 1, where β_T = 1)
+            assert not torch.equal(one, proc.p_rate(lambda xt, tt: logits, 1 - x, t)[0])
+
 def test_prior_term_is_exactly_zero():
     proc = BinomialDiffusion(10, p=0.2)
     x0 = torch.randint(0, 2, (32, 5), generator=torch.Generator().manual_seed(0)).float()

@@ -158,10 +158,26 @@ class BinomialDiffusion(DiffusionProcess):
         if self.reverse_type is BinomialReverse.DIRECT_RATE:
             return torch.sigmoid(logits), torch.sigmoid(-logits)
         hat1, hat0 = torch.sigmoid(logits), torch.sigmoid(-logits)
-        ones = torch.ones_like(x_t, dtype=torch.float64)
-        post1_if1, post0_if1 = self.q_posterior_rate(ones, x_t, t)
-        post1_if0, post0_if0 = self.q_posterior_rate(0 * ones, x_t, t)
+        # q(x_{t-1} | x_t, x_0) for x_0 = 0 and 1 at each element's (t, x_t): two table lookups
+        one, zero = self._posterior_table(x_t.device)
+        row = (2 * t).reshape(-1, *([1] * (x_t.dim() - 1))) + (x_t > 0.5)
+        post1_if0, post1_if1 = one[row].unbind(-1)
+        post0_if0, post0_if1 = zero[row].unbind(-1)
         return hat1 * post1_if1 + hat0 * post1_if0, hat1 * post0_if1 + hat0 * post0_if0
+
+    def _posterior_table(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """q_posterior_rate at every (t, x_t, x_0) in {0..T-1} x {0, 1} x {0, 1}, as two float64 tables
+        `[2T x 2]` (row 2t + x_t, column x_0): the same values, one lookup instead of some twenty
+        elementwise operations per call (the reverse step and every term of the bound)."""
+        tables = self.__dict__.setdefault("_posterior_tables", {})
+        if device not in tables:
+            T = self.num_timesteps
+            t = torch.arange(T).repeat_interleave(4)
+            x_t = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64).repeat(T)
+            x_0 = torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=torch.float64).repeat(T)
+            one, zero = self.q_posterior_rate(x_0, x_t, t)
+            tables[device] = (one.reshape(2 * T, 2).to(device), zero.reshape(2 * T, 2).to(device))
+        return tables[device]
 
     def p_sample(self, model, x_t, t, generator=None, clip_denoised=None) -> torch.Tensor:
         """x_t ~ p(x_t | x_{t+1}) for index t `[N]` (index 0 gives x_0), in x_t's dtype."""
