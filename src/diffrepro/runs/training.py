@@ -184,9 +184,10 @@ def autocast_bf16(run: RunConfig, device: torch.device) -> bool:
     """train.precision: bf16 autocast or fp32. auto: bf16 on CUDA for the families whose training
     allows it (DDPM's; SD-2015's learned β and float64 schedule math stay fp32), fp32 on the CPU. There,
     on this project's Xeon (AMX), the digits U-Net under bf16 trains faster than fp32 NHWC with one
-    thread (2544 vs 2288 images/s) but slower with two (2880 vs 3107; docs/benchmarks.md), so bf16 is
-    the user's call. The network's forward runs in bf16, the loss, Adam, the master weights and the
-    EMA in fp32; sampling and the bound always compute in fp32."""
+    thread (2544 vs 2288 images/s) but slower with two (2880 vs 3107), and on its AMD EPYC 1.4x faster
+    with one (docs/benchmarks.md), so bf16 is the run's call: the default params.yaml makes it for
+    digits-ddpm, whose jobs take one thread. The network's forward runs in bf16, the loss, Adam, the
+    master weights and the EMA in fp32; sampling and the bound always compute in fp32."""
     precision = Precision.from_str(run.train.precision)
     if precision is not Precision.AUTO:
         return precision is Precision.BF16
