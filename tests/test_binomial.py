@@ -50,7 +50,6 @@ def test_schedule_kernels_and_posterior_against_bayes():
             assert float(post1 + post0) == pytest.approx(1.0, abs=1e-14)
 
 
-
 @pytest.mark.parametrize("T", [1, 2, 50])
 def test_reverse_rate_from_the_posterior_table_equals_the_mixture_formula(T):
     """p_rate looks the posterior up in a [2T x 2] table: bit for bit the X0_MIXTURE rate written
@@ -72,6 +71,7 @@ def test_reverse_rate_from_the_posterior_table_equals_the_mixture_formula(T):
         assert torch.equal(zero, hat1 * p01 + hat0 * p00)
         if T > 2:  # x_t matters (not at index 0, where the posterior is x_0, nor at T - 1, where β_T = 1)
             assert not torch.equal(one, proc.p_rate(lambda xt, tt: logits, 1 - x, t)[0])
+
 
 def test_prior_term_is_exactly_zero():
     proc = BinomialDiffusion(10, p=0.2)

@@ -82,6 +82,7 @@ class BinomialDiffusion(DiffusionProcess):
         self.betas = 1.0 / (T - i)                   # β_{i+1} = 1/(T - (i+1) + 1); β_T = 1
         self.alphas_cumprod = (T - 1 - i) / T        # ᾱ_{i+1} = 1 - (i+1)/T
         self.alphas_cumprod_prev = (T - i) / T       # ᾱ_i, with ᾱ_0 = 1
+        self._posterior_tables: dict = {}            # device -> _posterior_table's tables, built on first use
 
     # ----- the process protocol (protocol.DiffusionProcess) ------------------------------------
     def forward_betas(self):
@@ -169,7 +170,7 @@ class BinomialDiffusion(DiffusionProcess):
         """q_posterior_rate at every (t, x_t, x_0) in {0..T-1} x {0, 1} x {0, 1}, as two float64 tables
         `[2T x 2]` (row 2t + x_t, column x_0): the same values, one lookup instead of some twenty
         elementwise operations per call (the reverse step and every term of the bound)."""
-        tables = self.__dict__.setdefault("_posterior_tables", {})
+        tables = self._posterior_tables
         if device not in tables:
             T = self.num_timesteps
             t = torch.arange(T).repeat_interleave(4)
