@@ -21,13 +21,16 @@ both sides of a ratio alike):
               defaults (AdamW, cosine lr, EMAModel, the loss read every step; fp32 on the CPU):
               train_vs_diffusers; and with our step's optimiser (fused Adam), lerp EMA and loss reads
               every RECORD_EVERY steps: train_vs_diffusers_same_step. Sampling: pipeline_ddpm's loop
-              (scheduler.step over K steps): sample_vs_diffusers. Ratios = our images/s / theirs.
+              (scheduler.step over K steps) as it runs by default, in fp32: sample_vs_diffusers; and,
+              where our sampler runs under bf16, the same loop under the same autocast:
+              sample_vs_diffusers_same_precision. Ratios = our images/s / theirs.
   adam        the optimiser step alone, reported beside train_overhead (train_overhead_without_adam).
 The trainer's own choices apply on every device (train.precision auto: bf16 autocast for DDPM on CUDA,
 fp32 on the CPU; channels_last for image networks as runtime.uses_channels_last says; fused Adam),
-and the sampler's network is laid out as TrainedRun.open lays it out (NHWC for images); diffusers'
-same-step side trains with our precision and layout, its example-script side and its
-DDPMPipeline loop as they run by default (NCHW; fp32 on the CPU, our precision on CUDA).
+the bound's network is laid out as TrainedRun.open lays it out (fp32, NHWC for images) and the
+sampler's as sampling.for_sampling makes it at the run's sample.precision (auto: the precision it
+trained at; bf16 autocast in NCHW on the CPU); diffusers' same-step side trains with our precision and
+layout, its example-script side as it runs by default (NCHW; fp32 on the CPU, our precision on CUDA).
 --precision, --compile, --no-channels-last change our side and the same-step side, and
 train_step_host_syncs counts the host-device syncs in RECORD_EVERY - 1 training steps (expected: 0).
 Usage: python benchmarks/speed.py [--preset digits-cpu|ddpm-cifar10] [--device auto] [--threads 2]
@@ -62,6 +65,7 @@ from diffrepro import build  # noqa: E402
 from diffrepro.config import parse_params, read_params  # noqa: E402
 from diffrepro.metrics.bound import evaluate_bound  # noqa: E402
 from diffrepro.runs import training  # noqa: E402
+from diffrepro.runs.precision import Bf16Net, sampling_bf16  # noqa: E402
 from diffrepro.runs.sampling import sample  # noqa: E402
 from diffrepro.runtime import configure_threads, pick_device, uses_channels_last  # noqa: E402
 
@@ -175,7 +179,7 @@ def random_images(n: int, shape, levels: int, seed: int = 0) -> np.ndarray:
 class Side:
     """One implementation's timed rounds: `train` (RECORD_EVERY training steps, then the one read of
     their losses the loop makes) and `sample` (K reverse steps), plus what it reports about itself."""
-    train = sample = example = None
+    train = sample = example = sample_same = None
     info: dict
 
 
@@ -226,10 +230,18 @@ def build_ours(args, run, shape, device) -> Side:
         syncs = host_syncs(lambda: [training.train_step(loop, next(step)) for _ in range(k - 1)])
         side.info.update(train_step_host_syncs=len(syncs), train_step_host_sync_kinds=sorted(set(syncs))[:3])
 
-    # sampling and the bound as their stages run them: the EMA net as TrainedRun.open rebuilds it (eval, fp32,
-    # image networks in NHWC)
+    # the bound as the nll stage runs it: the EMA net as TrainedRun.open rebuilds it (eval, fp32, image networks
+    # in NHWC); sampling as the sample stage runs it: that net as sampling.for_sampling makes it at
+    # sample.precision (auto: the precision the run trained at, here the trainer's just measured)
     net = copy.deepcopy(loop.ema).to(memory_format=torch.channels_last if uses_channels_last(device, len(shape))
                                      else torch.contiguous_format).eval()
+    trained_at = dataclasses.replace(run, train=dataclasses.replace(run.train, precision=side.info["precision"]))
+    sample_bf16 = sampling_bf16(run.sample.precision, trained_at, device)
+    side.info["sample_precision"] = "bf16" if sample_bf16 else "fp32"
+    bound_net = net
+    if sample_bf16:
+        net = Bf16Net(copy.deepcopy(loop.ema).to(memory_format=torch.channels_last if uses_channels_last(
+            device, len(shape), bf16=True) else torch.contiguous_format)).eval()
     short = build.build(dataclasses.replace(run, diffusion=dataclasses.replace(run.diffusion, timesteps=K)),
                         shape)[1].to(device)
     xs = torch.randn((batch, *shape), generator=gen, device=device)
@@ -247,7 +259,7 @@ def build_ours(args, run, shape, device) -> Side:
     x_eval = random_images(batch, shape, levels, seed=1)
 
     def bound_round():
-        evaluate_bound(process, net, x_eval, batch_size=batch, seed=0, device=device)
+        evaluate_bound(process, bound_net, x_eval, batch_size=batch, seed=0, device=device)
 
     side.train, side.fwd_bwd, side.adam = train_round, fwd_bwd_round, adam_round
     side.sample, side.fwd, side.bound = sample_round, fwd_round, bound_round
@@ -262,9 +274,10 @@ def diffusers_unet_config(preset_cfg: dict, shape) -> dict:
     return unet_config(preset_cfg, shape, out_mult=1)
 
 
-def build_diffusers(args, run, shape, device, precision: str, channels_last: bool) -> Side:
+def build_diffusers(args, run, shape, device, precision: str, channels_last: bool, sample_precision: str) -> Side:
     """UNet2DModel + DDPMScheduler: the same training step (add_noise, L_simple, clip, Adam, EMA,
-    losses read every RECORD_EVERY steps) and DDPMPipeline's sampling loop."""
+    losses read every RECORD_EVERY steps) and DDPMPipeline's sampling loop, as it runs by default (fp32
+    on the CPU) and, where ours samples under bf16, under the same autocast (`sample_same`)."""
     import diffusers
     from diffusers import DDPMScheduler, UNet2DModel
 
@@ -355,14 +368,17 @@ def build_diffusers(args, run, shape, device, precision: str, channels_last: boo
     short = DDPMScheduler(num_train_timesteps=K, **scheduler_kw)
 
     @torch.no_grad()
-    def sample_round():  # pipeline_ddpm.DDPMPipeline.__call__'s loop
+    def sample_round(bf16: bool = False):  # pipeline_ddpm.DDPMPipeline.__call__'s loop (fp32 by default)
         short.set_timesteps(K)
         image = torch.randn((batch, *shape), generator=gen, device=device)
         for t in short.timesteps:
-            eps = net(image, t).sample
-            image = short.step(eps, t, image, generator=gen).prev_sample
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                eps = net(image, t).sample
+            image = short.step(eps.float(), t, image, generator=gen).prev_sample
 
     side.train, side.sample, side.example = train_round, sample_round, example_round
+    if sample_precision == "bf16":  # the same loop at our sampler's precision
+        side.sample_same = lambda: sample_round(bf16=True)
     side.info = {"diffusers_version": diffusers.__version__,
                  "diffusers_unet": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
                  "params_diffusers": sum(p.numel() for p in params),
@@ -402,7 +418,8 @@ def run_benchmark(args) -> dict:
             print("speed.py: diffusers is not installed (pip install -e '.[bench]'); the diffusers comparison is "
                   "skipped", file=sys.stderr)
         else:
-            theirs = build_diffusers(args, run, shape, device, out["precision"], out["channels_last"])
+            theirs = build_diffusers(args, run, shape, device, out["precision"], out["channels_last"],
+                                     out["sample_precision"])
             out.update(theirs.info)
     k = training.RECORD_EVERY
     fns = {"step": ours.train, "fwd_bwd": ours.fwd_bwd, "adam": ours.adam}
@@ -422,6 +439,8 @@ def run_benchmark(args) -> dict:
     fns = {"step": ours.sample, "fwd": ours.fwd}
     if theirs is not None:
         fns["diffusers"] = theirs.sample
+        if theirs.sample_same is not None:
+            fns["diffusers_same_precision"] = theirs.sample_same
     sm = paired_medians(fns, dict.fromkeys(fns, K), args.repeats, args.warmup, device)
     out.update({
         "sample_step_ms": 1e3 * sm["step"], "net_fwd_ms": 1e3 * sm["fwd"],
@@ -434,7 +453,7 @@ def run_benchmark(args) -> dict:
                                                            0, device)["bound"]
     for key in ("diffusers_version", "params_diffusers", "diffusers_train_images_per_s",
                 "diffusers_same_step_train_images_per_s", "diffusers_sample_images_per_s", "train_vs_diffusers",
-                "train_vs_diffusers_same_step", "sample_vs_diffusers"):
+                "train_vs_diffusers_same_step", "sample_vs_diffusers", "sample_vs_diffusers_same_precision"):
         out.setdefault(key, None)
     if theirs is not None:
         def ratio(ours_times, theirs_times):  # median of the per-repeat ratios: our images/s / theirs
@@ -450,6 +469,10 @@ def run_benchmark(args) -> dict:
             "train_vs_diffusers": ratio(times["step"], times["diffusers_example"]),
             "train_vs_diffusers_same_step": ratio(times["step"], times["diffusers"]),
             "sample_vs_diffusers": ratio(sm["times"]["step"], sm["times"]["diffusers"])})
+        if "diffusers_same_precision" in sm:
+            out.update({"diffusers_same_precision_sample_images_per_s": batch / (sm["diffusers_same_precision"] * T),
+                        "sample_vs_diffusers_same_precision": ratio(sm["times"]["step"],
+                                                                    sm["times"]["diffusers_same_precision"])})
     out["targets"] = {k: {"max": v, "met": bool(out[k] <= v)} for k, v in TARGETS.items()}
     return out
 
@@ -465,6 +488,9 @@ def table(r: dict) -> str:
          f(r["diffusers_same_step_train_images_per_s"]), f(r["train_vs_diffusers_same_step"], "{:.2f}")),
         (f"sampling images/s (full T = {r['T']})", f(r["sample_images_per_s"], "{:.2f}"),
          f(r["diffusers_sample_images_per_s"], "{:.2f}"), f(r["sample_vs_diffusers"], "{:.2f}")),
+        (f"sampling images/s (diffusers' loop at our {r['sample_precision']})", f(r["sample_images_per_s"], "{:.2f}"),
+         f(r.get("diffusers_same_precision_sample_images_per_s"), "{:.2f}"),
+         f(r.get("sample_vs_diffusers_same_precision"), "{:.2f}")),
         ("bound images/s (all T terms)", f(r.get("bound_images_per_s"), "{:.2f}"), "", ""),
         ("parameters", f"{r['params_ours']:,}", f(r["params_diffusers"], "{:,}"), ""),
     ]

@@ -150,8 +150,9 @@ def test_every_schema_enum_equals_its_registry():
     from diffrepro.nets.activations import ACTIVATIONS
     from diffrepro.nets.sd_nets import HiddenKind
     from diffrepro.nets.unet import PRESETS
+    from diffrepro.runs.precision import Precision
     from diffrepro.runs.sampling import InpaintMode, RSchedule, Sampler
-    from diffrepro.runs.training import LRSchedule, Precision, TrainLogger
+    from diffrepro.runs.training import LRSchedule, TrainLogger
     from diffrepro.runtime import DEVICES
     from diffrepro.stages.inpaint import MASKS
 
@@ -177,6 +178,7 @@ def test_every_schema_enum_equals_its_registry():
         run + "train.properties.precision": Precision.values(),
         run + "inpaint.properties.masks.items": MASKS,
         run + "sample.properties.sampler": Sampler.values(),
+        run + "sample.properties.precision": Precision.values(),
         run + "inpaint.properties.mode": InpaintMode.values(),
         run + "inpaint.properties.r_schedule": RSchedule.values(),
     }

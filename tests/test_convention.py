@@ -117,7 +117,7 @@ def test_an_sd2015_run_reports_bits_per_pixel_and_stores_levels(tmp_path):
                                          "schedule": "geometric", "beta_end": 0.5},
                            "train": {"steps": 20, "batch_size": 32, "lr": 2.0e-3, "checkpoint_every": 10},
                            "sample": {"n": 16, "batch_size": 16, "clip_denoised": False,
-                                      "sampler": "ancestral", "steps": None, "eta": 0.0},
+                                      "sampler": "ancestral", "steps": None, "eta": 0.0, "precision": "auto"},
                            "inpaint": {"n": 4, "masks": ["right_half"], "mode": "clamped", "denoise_noise": 0.3},
                            "eval": {"nll_n": 32, "fid_n": 16, "parzen_n": 1000, "batch_size": 32,
                                     "curve_fid_n": 16, "curve_nll_n": 8, "nll_shards": 1}}},

@@ -231,7 +231,12 @@ def test_generate_writes_pngs_and_an_npz_fid_tools_read(tmp_path):
     run_cli("generate", "--model", model, "--n", 5, "--batch-size", 2, "--sampler", "ddim", "--steps", 5, "--out",
             again, check=True)
     assert np.array_equal(np.load(again / "samples.npz")["arr_0"], arr)  # same seed, same samples
-    for bad, fragment in ((["--n", "0"], "--n = 0"), (["--n", "2", "--steps", "99"], "--steps = 99")):
+    half = tmp_path / "bf16"  # the network under bf16 autocast: the same walk, images of the same kind
+    run_cli("generate", "--model", model, "--n", 5, "--batch-size", 2, "--sampler", "ddim", "--steps", 5, "--out",
+            half, "--precision", "bf16", check=True)
+    assert np.load(half / "samples.npz")["arr_0"].shape == arr.shape
+    for bad, fragment in ((["--n", "0"], "--n = 0"), (["--n", "2", "--steps", "99"], "--steps = 99"),
+                          (["--n", "2", "--precision", "fp16"], "--precision")):
         proc = run_cli("generate", "--model", model, "--out", tmp_path / "bad", *bad)
         lines = [line for line in proc.stderr.splitlines() if "error" in line]
         assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], proc.stderr

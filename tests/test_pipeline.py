@@ -289,6 +289,8 @@ PARAM_EDITS = [
     ("sample", "n", 48, {"sample"}, {"sample", "fid", "parzen"}),
     # the reverse walk: sample, inpaint and the curve's samples, never the bound
     ("sample", "steps", 10, {"sample", "inpaint", "curve"}, {"sample", "inpaint", "fid", "parzen", "curve"}),
+    # the sampler's precision: the same stages as the walk, never the bound (always fp32)
+    ("sample", "precision", "bf16", {"sample", "inpaint", "curve"}, {"sample", "inpaint", "fid", "parzen", "curve"}),
     ("eval", "curve_fid_n", 8, {"curve"}, {"curve"}),
 ]
 

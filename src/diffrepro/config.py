@@ -117,6 +117,8 @@ class SampleConfig:
     sampler: str = "ancestral"      # the reverse step: ancestral (p_θ's own), or ddim (DDPM only); inpaint too
     steps: int | None = None        # walk K of the T steps, evenly spaced (Improved DDPM's respacing); None: all T
     eta: float = 0.0                # ddim: σ² = η² β̃ (0: deterministic, 1: the ancestral step with σ² = β̃)
+    precision: str = "auto"         # the network's autocast while sampling (sample, inpaint, curve's FID):
+                                    # auto (the precision the run trained at), fp32, bf16; the bound: fp32
     shards: int = 1                 # jobs the batches are split over (scatter), gathered byte-identical
 
 

@@ -128,6 +128,9 @@ class Generate:
         p.add_argument("--sampler", default="ancestral", choices=("ancestral", "ddim"))
         p.add_argument("--steps", type=int, default=None, help="reverse steps (respaced); default: all T")
         p.add_argument("--eta", type=float, default=0.0, help="DDIM's η (0: deterministic)")
+        p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"),
+                       help="the network's autocast while sampling; default: the checkpoint's sample.precision "
+                            "(auto: the precision it trained at)")
         p.add_argument("--batch-size", type=int, default=256)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--device", default="auto", help="auto (CUDA when present), cuda or cpu")
@@ -140,7 +143,8 @@ class Generate:
 
         try:
             path = generate(args.model, args.n, args.out, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                            batch_size=args.batch_size, seed=args.seed, device=args.device, threads=args.threads)
+                            precision=args.precision, batch_size=args.batch_size, seed=args.seed, device=args.device,
+                            threads=args.threads)
         except (InputError, ValueError) as exc:
             print(f"diffrepro generate: error: {exc}", file=sys.stderr)
             return 2

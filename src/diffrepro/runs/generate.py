@@ -28,8 +28,10 @@ def _check(n: int, batch_size: int, steps, eta: float) -> None:
 
 
 def generate(model_path, n: int, out, sampler: str = "ancestral", steps: int | None = None, eta: float = 0.0,
-             batch_size: int = 256, seed: int = 0, device: str = "auto", threads: int | None = None) -> Path:
-    """Write `out`/000000.png … and `out`/samples.npz; every check before any work, `out` whole or not at all."""
+             precision: str | None = None, batch_size: int = 256, seed: int = 0, device: str = "auto",
+             threads: int | None = None) -> Path:
+    """Write `out`/000000.png … and `out`/samples.npz; every check before any work, `out` whole or not at all.
+    precision: the network's autocast (sample.precision's values); None: the checkpoint's own sample.precision."""
     _check(n, batch_size, steps, eta)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(p.name != "samples.npz" and p.suffix != ".png"
@@ -44,12 +46,13 @@ def generate(model_path, n: int, out, sampler: str = "ancestral", steps: int | N
 
     from ..diffusion.families import family
     from ..runs.checkpoint import TrainedRun
-    from ..runs.sampling import draw
+    from ..runs.sampling import draw, for_sampling
     from ..runtime import progress
     from ..tables.plots import to_uint8_images
 
     dev = pick_device(device)
     trained = TrainedRun.open(model_path, dev)
+    trained = for_sampling(trained, trained.run.sample.precision if precision is None else precision)
     run, process = trained.run, trained.process
     if run.dataset.data_type != "image":
         raise InputError(f"{str(model_path)!r} is run {run.name!r} of {run.dataset.data_type} data; generate writes "

@@ -78,6 +78,25 @@ def sample(process: DiffusionProcess, model, shape, generator: torch.Generator |
     return x
 
 
+def for_sampling(trained, precision: str):
+    """`trained` (checkpoint.TrainedRun) with its network as the sampler runs it at sample.precision
+    (precision.sampling_bf16): itself in fp32; in bf16 a copy of the network under autocast
+    (precision.Bf16Net), laid out as training under bf16 lays it out (runtime.uses_channels_last: NCHW
+    on the CPU). The copy leaves the fp32 network to the bound (the curve stage uses both)."""
+    import copy
+    import dataclasses
+
+    from .precision import Bf16Net, sampling_bf16
+
+    device = next(trained.model.parameters()).device
+    if not sampling_bf16(precision, trained.run, device):
+        return trained
+    fmt = (torch.channels_last if runtime.uses_channels_last(device, len(trained.data_shape), bf16=True)
+           else torch.contiguous_format)
+    net = copy.deepcopy(trained.model).to(memory_format=fmt)
+    return dataclasses.replace(trained, model=Bf16Net(net).eval())
+
+
 def draw(trained, n: int, generator, batch_size: int, sampler: str | Sampler = "ancestral", steps: int | None = None,
          eta: float = 0.0, clip_denoised: bool | None = None, bar=None) -> torch.Tensor:
     """`n` samples of a trained run (checkpoint.TrainedRun) in `batch_size` chunks from one generator,

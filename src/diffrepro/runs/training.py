@@ -32,6 +32,7 @@ from ..diffusion.families import family
 from ..io import InputError, load_torch, save_torch
 from ..runtime import derive_seed, progress, uses_channels_last
 from . import distributed
+from .precision import Precision, autocast_bf16  # noqa: F401  (train.precision; tests use them from here)
 
 LOG = logging.getLogger("diffrepro.train")
 RECORD_EVERY = 10  # steps whose losses are read from the device at once
@@ -77,14 +78,6 @@ class LRSchedule(Choice):
 
     CONSTANT = "constant"
     LINEAR_DECAY = "linear_decay"  # flat for half the run, then linearly to 0
-
-
-class Precision(Choice):
-    """Training's autocast (params runs.<run>.train.precision; autocast_bf16 says what auto picks)."""
-
-    AUTO = "auto"
-    FP32 = "fp32"
-    BF16 = "bf16"
 
 
 class TrainLogger(Choice):
@@ -178,20 +171,6 @@ def data_digest(x) -> str:
     """SHA-256 of the training set's values (a state trained on other data is not continued)."""
     array = np.ascontiguousarray(x)
     return hashlib.sha256(memoryview(array).cast("B")).hexdigest()[:16] + f":{array.dtype}:{array.shape}"
-
-
-def autocast_bf16(run: RunConfig, device: torch.device) -> bool:
-    """train.precision: bf16 autocast or fp32. auto: bf16 on CUDA for the families whose training
-    allows it (DDPM's; SD-2015's learned β and float64 schedule math stay fp32), fp32 on the CPU. There,
-    on this project's Xeon (AMX), the digits U-Net under bf16 trains faster than fp32 NHWC with one
-    thread (2544 vs 2288 images/s) but slower with two (2880 vs 3107), and on its AMD EPYC 1.4x faster
-    with one (docs/benchmarks.md), so bf16 is the run's call: the default params.yaml makes it for
-    digits-ddpm, whose jobs take one thread. The network's forward runs in bf16, the loss, Adam, the
-    master weights and the EMA in fp32; sampling and the bound always compute in fp32."""
-    precision = Precision.from_str(run.train.precision)
-    if precision is not Precision.AUTO:
-        return precision is Precision.BF16
-    return device.type == "cuda" and family(run.diffusion.family).bf16_autocast
 
 
 def prepare(run: RunConfig, x_train: np.ndarray, *, device: torch.device, seed: int, state_path=None,

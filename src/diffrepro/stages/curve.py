@@ -3,9 +3,9 @@
 test examples, with the same evaluator as the fid and nll stages.
 
 For every checkpoint the same draws: its samples start from the same noise (the run's sampler, as
-the sample stage walks it), its bound sees the same test examples and the same t and noise, so the
-rows differ only by the weights. FID uses eval.curve_fid_n samples per side (compare rows only with
-each other, or with fid.json at the same count).
+the sample stage walks it, at sample.precision), its bound (always fp32) sees the same test examples
+and the same t and noise, so the rows differ only by the weights. FID uses eval.curve_fid_n samples
+per side (compare rows only with each other, or with fid.json at the same count).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from ..io import InputError, load_data, load_npz, require_file, save_csv
 from ..metrics.bound import bound_unit, evaluate_bound
 from ..runs.checkpoint import TrainedRun, kept_steps
-from ..runs.sampling import draw
+from ..runs.sampling import draw, for_sampling
 from ..runtime import derive_seed
 from ..tables.plots import quality_curve
 from .fid import feature_space
@@ -57,8 +57,8 @@ def run(args, params, device):
     rows = []
     for i, (step, trained) in enumerate(runs):
         gen = torch.Generator(device=device).manual_seed(derive_seed(params.seed, "curve", cfg.name))
-        samples = draw(trained, n_fid, gen, cfg.eval.batch_size, cfg.sample.sampler, cfg.sample.steps,
-                       cfg.sample.eta).numpy().astype(np.float32)
+        samples = draw(for_sampling(trained, cfg.sample.precision), n_fid, gen, cfg.eval.batch_size,
+                       cfg.sample.sampler, cfg.sample.steps, cfg.sample.eta).numpy().astype(np.float32)
         f_samples = fid.extract_features(net, samples)
         score = fid.fid_kid_from_features(f_samples, ref["test"][:n_fid],
                                           seed=derive_seed(params.seed, "fid", cfg.name))

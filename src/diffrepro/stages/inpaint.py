@@ -14,7 +14,7 @@ import torch
 
 from ..io import check_same_shape, load_data, save_json, save_npz
 from ..runs.checkpoint import TrainedRun
-from ..runs.sampling import denoise, inpaint
+from ..runs.sampling import denoise, for_sampling, inpaint
 from ..runtime import derive_seed
 from ..tables.plots import inpaint_panel
 
@@ -50,7 +50,8 @@ def observe(x: np.ndarray, noise: float, data_type: str, generator: torch.Genera
 
 def run(args, params, device):
     cfg = params.run(args.run)
-    trained = TrainedRun.open(args.model, device, run=cfg.name)
+    # the sampler's walk, under sample.precision (its network's autocast) as the sample stage walks it
+    trained = for_sampling(TrainedRun.open(args.model, device, run=cfg.name), cfg.sample.precision)
     test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]
     x_train = load_data(args.train, "training data", cfg.dataset.data_type)["x"]
     train_mean = x_train.mean(axis=0)

@@ -11,7 +11,7 @@ import torch
 from ..io import load_data, save_npz
 from ..runs.checkpoint import TrainedRun
 from ..runs.resume import Parts, digest
-from ..runs.sampling import progressive, sample
+from ..runs.sampling import for_sampling, progressive, sample
 from ..runs.shards import Batches, batch_generator, gather, scatter
 from ..runtime import ChunkClock, derive_seed, progress
 from ..tables.plots import progressive_panel, show_data
@@ -21,7 +21,7 @@ LOG = logging.getLogger("diffrepro.sample")
 
 def run(args, params, device):
     cfg = params.run(args.run)
-    trained = TrainedRun.open(args.model, device, run=cfg.name)
+    trained = for_sampling(TrainedRun.open(args.model, device, run=cfg.name), cfg.sample.precision)
     test = load_data(args.test, "test data", cfg.dataset.data_type)["x"]  # drawn beside 2-D samples
     trained.check_data(args.test, test)
     run_cfg, model, process, shape = trained.run, trained.model, trained.process, trained.data_shape

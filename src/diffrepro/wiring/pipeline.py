@@ -153,7 +153,7 @@ STAGES = (
                    Output("arrays", f"{RUN}/inpaint.npz"),
                    Output("panel", f"{RUN}/inpaint.png", cache=False, report="inpainting")),
           params=(*TORCH, "runs.{run}.inpaint", "runs.{run}.sample.sampler", "runs.{run}.sample.steps",
-                  "runs.{run}.sample.eta")),  # the reverse walk it shares with sample; never sample.n
+                  "runs.{run}.sample.eta", "runs.{run}.sample.precision")),  # sample's walk; never sample.n
     Stage("nll", "run", "diffrepro.stages.nll",
           inputs=(Input("model", "train", "model"), Input("train", "prepare", "train"),
                   Input("test", "prepare", "test")),
@@ -174,7 +174,8 @@ STAGES = (
           outputs=(Output("table", f"{RUN}/curve.csv", role="plot", cache=False, plot_xy=("step", "fid")),
                    Output("plot", f"{RUN}/curve.png", cache=False, report="quality over training")),
           params=(*TORCH, "runs.{run}.eval.curve_fid_n", "runs.{run}.eval.curve_nll_n", "runs.{run}.eval.batch_size",
-                  "runs.{run}.sample.sampler", "runs.{run}.sample.steps", "runs.{run}.sample.eta")),
+                  "runs.{run}.sample.sampler", "runs.{run}.sample.steps", "runs.{run}.sample.eta",
+                  "runs.{run}.sample.precision")),
     Stage("parzen", "run", "diffrepro.stages.parzen",
           inputs=(Input("samples", "sample", "samples"), Input("train", "prepare", "train"),
                   Input("test", "prepare", "test")),

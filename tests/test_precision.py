@@ -1,0 +1,90 @@
+"""sample.precision: what each value resolves to, and the sampler's network under bf16 autocast
+(runs/precision.py, sampling.for_sampling): a copy in its own layout, float32 out, the fp32 network
+left to the bound."""
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffrepro.build import build
+from diffrepro.config import load_params
+from diffrepro.convention import DataMap
+from diffrepro.runs.checkpoint import TrainedRun
+from diffrepro.runs.precision import Bf16Net, Precision, sampling_bf16
+from diffrepro.runs.sampling import for_sampling, sample
+
+from .conftest import TINY_PARAMS
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def _run(name="digits-tiny", train="auto", sample_precision="auto"):
+    run = load_params(TINY_PARAMS).run(name)
+    return dataclasses.replace(run, train=dataclasses.replace(run.train, precision=train),
+                               sample=dataclasses.replace(run.sample, precision=sample_precision))
+
+
+def test_auto_samples_at_the_precision_the_run_trained_at_and_fp32_or_bf16_force_it():
+    assert Precision.values() == ("auto", "fp32", "bf16")
+    ddpm = _run()
+    assert sampling_bf16("auto", ddpm, CPU) is False            # trained in fp32 on the CPU (train auto)
+    assert sampling_bf16("auto", ddpm, CUDA) is True            # DDPM trains under bf16 on CUDA (train auto)
+    assert sampling_bf16("auto", _run(train="bf16"), CPU) is True
+    assert sampling_bf16("auto", _run(train="fp32"), CUDA) is False
+    sd = _run("toyroll-sd")                                      # SD-2015 trains in fp32 everywhere by default
+    assert sampling_bf16("auto", sd, CUDA) is False
+    assert sampling_bf16("bf16", ddpm, CPU) is True and sampling_bf16("bf16", sd, CPU) is True
+    assert sampling_bf16("fp32", _run(train="bf16"), CUDA) is False
+    with pytest.raises(ValueError, match="allowed: auto, fp32, bf16"):
+        sampling_bf16("fp16", ddpm, CPU)
+
+
+def _trained(run, shape=(1, 8, 8)):
+    torch.manual_seed(0)
+    model, process = build(run, shape)
+    with torch.no_grad():  # away from the zero-initialised output layer, so outputs carry bf16 rounding
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model = model.eval().to(memory_format=torch.channels_last)  # as TrainedRun.open lays an image net out
+    return TrainedRun(run=run, model=model, process=process, data_map=DataMap.from_dict(None), data_shape=shape,
+                      path=Path("model.pt"), digest="0" * 64)
+
+
+def test_fp32_sampling_is_the_run_itself_and_bf16_a_copy_under_autocast_with_float32_out():
+    trained = _trained(_run(train="bf16"))
+    assert for_sampling(trained, "fp32") is trained
+    sampler = for_sampling(trained, "auto")                      # trained under bf16: samples under bf16
+    assert isinstance(sampler.model, Bf16Net) and not isinstance(trained.model, Bf16Net)
+    # the copy is laid out as bf16 training lays it out on the CPU (NCHW); the bound's fp32 net is untouched
+    def a_3x3_conv(net):  # one whose two layouts differ (more than one channel in, a 3x3 window)
+        return next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
+                    and m.kernel_size == (3, 3))
+
+    conv, conv32 = a_3x3_conv(sampler.model), a_3x3_conv(trained.model)
+    assert conv.weight.is_contiguous()
+    assert conv32.weight.is_contiguous(memory_format=torch.channels_last) and not conv32.weight.is_contiguous()
+    assert conv.weight is not conv32.weight and torch.equal(conv.weight, conv32.weight)
+    x, t = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5])
+    with torch.no_grad():
+        ref, out = trained.model(x, t), sampler.model(x, t)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    # bf16's 8-bit mantissa: close to the fp32 output, and not equal to it (the convolutions ran in bf16)
+    assert not torch.equal(out, ref)
+    assert (out - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
+def test_a_bf16_chain_is_deterministic_and_stays_near_the_fp32_chain():
+    trained = _trained(_run())
+    sampler = for_sampling(trained, "bf16")
+    shape = (4, 1, 8, 8)
+    a = sample(trained.process, sampler.model, shape, torch.Generator().manual_seed(0), clip_denoised=True)
+    b = sample(trained.process, sampler.model, shape, torch.Generator().manual_seed(0), clip_denoised=True)
+    ref = sample(trained.process, trained.model, shape, torch.Generator().manual_seed(0), clip_denoised=True)
+    assert a.dtype == torch.float32 and torch.equal(a, b)
+    assert not torch.equal(a, ref) and (a - ref).abs().max() < 0.1
+
+
+def test_an_unknown_precision_is_refused_naming_the_allowed_values():
+    with pytest.raises(ValueError, match="unknown Precision 'half'; allowed: auto, fp32, bf16"):
+        for_sampling(_trained(_run()), "half")
