@@ -46,14 +46,15 @@ rows, ddim = [], {}
 for name in ("eager-bf16", "eager-fp32", "compiled-bf16", "compiled-fp32"):
     path = Path(sys.argv[1]) / f"{name}.json"
     if not path.exists():
-        rows.append(f"| {name} | failed or timed out | | | | | | | | |")
+        rows.append(f"| {name} | failed or timed out | | | | | | | | | | |")
         continue
     r = json.loads(path.read_text())
     f = lambda v, fmt="{:.2f}": "n/a" if v is None else fmt.format(v)
     rows.append(f"| {name} | {f(r['train_images_per_s'], '{:.0f}')} | {f(r['train_overhead'])} | "
                 f"{f(r['train_peak_mem_mb'], '{:.0f}')} | {r.get('train_step_host_syncs', 'n/a')} | "
                 f"{f(r['sample_images_per_s'])} | {f(r['sample_overhead'])} | {f(r['train_vs_diffusers'])} | "
-                f"{f(r.get('train_vs_diffusers_same_step'))} | {f(r['sample_vs_diffusers'])} |")
+                f"{f(r.get('train_vs_diffusers_same_step'))} | {r.get('sample_precision', 'fp32')} | "
+                f"{f(r['sample_vs_diffusers'])} | {f(r.get('sample_vs_diffusers_same_precision'))} |")
     # the network dominates a reverse step, so a 50-step DDIM chain costs 50/T of a full chain
     ddim[name] = 50_000 / (r["sample_images_per_s"] * r["T"] / 50)
     head = r
@@ -64,8 +65,9 @@ print(f"{head['device_name']}, torch {head['torch']}, batch {head['batch']}, T {
                                                                "compiled-fp32")) else "no run finished")
 print("| config | train img/s | train overhead | train peak MB | syncs in 9 steps | sample img/s (T) | "
       "sample overhead | train vs diffusers (its example script) | train vs diffusers (same step) | "
-      "sample vs diffusers |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+      "sampler precision (sample.precision auto) | sample vs diffusers (its fp32 loop) | "
+      "sample vs diffusers (its loop at our precision) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 print("\n".join(rows))
 print("training goal: >= 2700 images/s (DDPM's TPU v3-8); 50,000 samples with 50 DDIM steps (goal <= 300 s), "
       "estimated from the sampler's images/s: " + (", ".join(f"{k} {v:.0f} s" for k, v in ddim.items()) or "n/a"))
