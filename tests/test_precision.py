@@ -1,6 +1,7 @@
 """sample.precision: what each value resolves to, and the sampler's network under bf16 autocast
 (runs/precision.py, sampling.for_sampling): a copy in its own layout, float32 out, the fp32 network
 left to the bound."""
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def test_fp32_sampling_is_the_run_itself_and_bf16_a_copy_under_autocast_with_flo
     conv, conv32 = a_3x3_conv(sampler.model), a_3x3_conv(trained.model)
     assert conv.weight.is_contiguous()
     assert conv32.weight.is_contiguous(memory_format=torch.channels_last) and not conv32.weight.is_contiguous()
-    assert conv.weight is not conv32.weight and torch.equal(conv.weight, conv32.weight)
+    assert conv.weight is not conv32.weight and torch.equal(conv.weight, conv32.weight.to(torch.bfloat16))
     x, t = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5])
     with torch.no_grad():
         ref, out = trained.model(x, t), sampler.model(x, t)
@@ -72,6 +73,13 @@ def test_fp32_sampling_is_the_run_itself_and_bf16_a_copy_under_autocast_with_flo
     # bf16's 8-bit mantissa: close to the fp32 output, and not equal to it (the convolutions ran in bf16)
     assert not torch.equal(out, ref)
     assert (out - ref).abs().max() <= 0.05 * ref.abs().max()
+    # its weights cast once are autocast's casts: the fp32 network under autocast, in the same layout,
+    # gives the same bytes
+    assert conv.weight.dtype == torch.bfloat16 and conv32.weight.dtype == torch.float32
+    nchw = copy.deepcopy(trained.model).to(memory_format=torch.contiguous_format)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = nchw(x, t).float()
+    assert torch.equal(out, autocast)
 
 
 def test_a_bf16_chain_is_deterministic_and_stays_near_the_fp32_chain():
