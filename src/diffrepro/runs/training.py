@@ -32,7 +32,7 @@ from ..diffusion.families import family
 from ..io import InputError, load_torch, save_torch
 from ..runtime import derive_seed, progress, uses_channels_last
 from . import distributed
-from .precision import Precision, autocast_bf16  # noqa: F401  (train.precision; tests use them from here)
+from .precision import autocast_bf16
 
 LOG = logging.getLogger("diffrepro.train")
 RECORD_EVERY = 10  # steps whose losses are read from the device at once
