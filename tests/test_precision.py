@@ -96,3 +96,43 @@ def test_a_bf16_chain_is_deterministic_and_stays_near_the_fp32_chain():
 def test_an_unknown_precision_is_refused_naming_the_allowed_values():
     with pytest.raises(ValueError, match="unknown Precision 'half'; allowed: auto, fp32, bf16"):
         for_sampling(_trained(_run()), "half")
+
+
+@pytest.mark.slow  # the stage commands (prepare, train, sample, inpaint, nll), in this process
+def test_the_sample_and_inpaint_stages_sample_at_the_precision_the_run_trained_at(tmp_path):
+    """digits-tiny trained under bf16 (train.precision): its sample and inpaint stages with
+    sample.precision auto walk the chain under bf16, so their outputs differ from fp32's, are
+    reproducible, and keep the data's range; the nll stage (always fp32) is the same either way."""
+    import numpy as np
+    import yaml
+
+    from .conftest import run_cli, stage_args
+
+    raw = yaml.safe_load(TINY_PARAMS.read_text())
+    raw["runs"] = {"digits-tiny": raw["runs"]["digits-tiny"]}
+    raw["runs"]["digits-tiny"]["train"].update(precision="bf16", steps=4, sample_every=0, keep_steps=[],
+                                               checkpoint_every=4)
+    raw["datasets"] = {"tinydigits": raw["datasets"]["tinydigits"]}
+    outputs = {}
+    for precision in ("auto", "fp32", "auto"):
+        raw["runs"]["digits-tiny"]["sample"]["precision"] = precision
+        params = tmp_path / "params.yaml"
+        params.write_text(yaml.safe_dump(raw, sort_keys=False))
+        if not outputs:  # data and the model once: the precision is the sampler's, not the trainer's
+            run_cli("prepare", *stage_args("prepare", "tinydigits", tmp_path, params), check=True)
+            run_cli("train", *stage_args("train", "digits-tiny", tmp_path, params), check=True)
+        got = {}
+        for stage, out in (("sample", "--samples"), ("inpaint", "--arrays"), ("nll", "--metrics")):
+            args = stage_args(stage, "digits-tiny", tmp_path, params)
+            run_cli(stage, *args, check=True)
+            path = Path(args[args.index(out) + 1])
+            got[stage] = path.read_bytes()
+            if stage == "sample":
+                x = np.load(path)["x"]
+                assert x.shape == (32, 1, 8, 8) and x.min() >= -1 and x.max() <= 1  # clipped to the data's range
+            path.unlink()
+        outputs.setdefault(precision, []).append(got)
+    (bf16_a, bf16_b), (fp32,) = outputs["auto"], outputs["fp32"]
+    assert bf16_a == bf16_b                                      # same params and seed: the same bytes
+    assert bf16_a["sample"] != fp32["sample"] and bf16_a["inpaint"] != fp32["inpaint"]
+    assert bf16_a["nll"] == fp32["nll"]                          # the bound never samples: fp32 both times
