@@ -77,12 +77,13 @@ def configure_threads(threads: int, torch_too: bool = True) -> None:
 
 
 def uses_channels_last(device, data_rank: int, bf16: bool = False) -> bool:
-    """Whether an image network runs in channels_last (NHWC): training (runs/training.py) and
-    evaluation (TrainedRun.open, always fp32) ask here. On CUDA always; on the CPU in fp32, where
-    oneDNN's NHWC convolutions are faster (forward+backward of SD-2015's multi-scale nets 1.3x for
-    digits, 1.65x for dead leaves, the digits U-Net 1.1x; forward alone 1.1-1.5x); under bf16
-    autocast on the CPU the GroupNorms of NHWC bf16 activations are so slow that the U-Net's step
-    doubles (docs/benchmarks.md). device: a torch.device or its name ("cpu", "cuda:0")."""
+    """Whether an image network runs in channels_last (NHWC): training (runs/training.py),
+    evaluation (TrainedRun.open, fp32) and the sampler under bf16 (sampling.for_sampling) ask here.
+    On CUDA always; on the CPU in fp32, where oneDNN's NHWC convolutions are faster (forward+backward
+    of SD-2015's multi-scale nets 1.3x for digits, 1.65x for dead leaves, the digits U-Net 1.1x;
+    forward alone 1.1-1.5x); under bf16 autocast on the CPU the GroupNorms of NHWC bf16 activations
+    are so slow that the U-Net's step doubles (docs/benchmarks.md). device: a torch.device or its
+    name ("cpu", "cuda:0")."""
     kind = getattr(device, "type", str(device).split(":")[0])
     return data_rank == 3 and (kind == "cuda" or not bf16)
 
