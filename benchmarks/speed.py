@@ -65,8 +65,9 @@ from diffrepro import build  # noqa: E402
 from diffrepro.config import parse_params, read_params  # noqa: E402
 from diffrepro.metrics.bound import evaluate_bound  # noqa: E402
 from diffrepro.runs import training  # noqa: E402
-from diffrepro.runs.precision import Bf16Net, sampling_bf16  # noqa: E402
-from diffrepro.runs.sampling import sample  # noqa: E402
+from diffrepro.runs.checkpoint import TrainedRun  # noqa: E402
+from diffrepro.runs.precision import Bf16Net  # noqa: E402
+from diffrepro.runs.sampling import for_sampling, sample  # noqa: E402
 from diffrepro.runtime import configure_threads, pick_device, uses_channels_last  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,12 +237,10 @@ def build_ours(args, run, shape, device) -> Side:
     net = copy.deepcopy(loop.ema).to(memory_format=torch.channels_last if uses_channels_last(device, len(shape))
                                      else torch.contiguous_format).eval()
     trained_at = dataclasses.replace(run, train=dataclasses.replace(run.train, precision=side.info["precision"]))
-    sample_bf16 = sampling_bf16(run.sample.precision, trained_at, device)
-    side.info["sample_precision"] = "bf16" if sample_bf16 else "fp32"
-    bound_net = net
-    if sample_bf16:
-        net = Bf16Net(copy.deepcopy(loop.ema).to(memory_format=torch.channels_last if uses_channels_last(
-            device, len(shape), bf16=True) else torch.contiguous_format)).eval()
+    trained = TrainedRun(run=trained_at, model=net, process=None, data_map=None, data_shape=tuple(shape),
+                         path=Path("model.pt"), digest="")
+    bound_net, net = net, for_sampling(trained, run.sample.precision).model
+    side.info["sample_precision"] = "bf16" if isinstance(net, Bf16Net) else "fp32"
     short = build.build(dataclasses.replace(run, diffusion=dataclasses.replace(run.diffusion, timesteps=K)),
                         shape)[1].to(device)
     xs = torch.randn((batch, *shape), generator=gen, device=device)

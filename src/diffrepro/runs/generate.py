@@ -52,7 +52,6 @@ def generate(model_path, n: int, out, sampler: str = "ancestral", steps: int | N
 
     dev = pick_device(device)
     trained = TrainedRun.open(model_path, dev)
-    trained = for_sampling(trained, trained.run.sample.precision if precision is None else precision)
     run, process = trained.run, trained.process
     if run.dataset.data_type != "image":
         raise InputError(f"{str(model_path)!r} is run {run.name!r} of {run.dataset.data_type} data; generate writes "
@@ -64,6 +63,8 @@ def generate(model_path, n: int, out, sampler: str = "ancestral", steps: int | N
                          f"ancestral without --steps")
     if steps is not None and steps > process.num_timesteps:
         raise InputError(f"--steps = {steps} exceeds the model's T = {process.num_timesteps}; allowed: 1..T")
+    # after every check: under bf16 the sampler's network is a copy
+    trained = for_sampling(trained, run.sample.precision if precision is None else precision)
     gen = torch.Generator(device=dev).manual_seed(seed)
     walk = steps or process.num_timesteps
     with progress(total=-(-n // batch_size) * walk, desc=f"generate {run.name}", unit="step") as bar:
