@@ -93,6 +93,41 @@ def test_a_bf16_chain_is_deterministic_and_stays_near_the_fp32_chain():
     assert not torch.equal(a, ref) and (a - ref).abs().max() < 0.1
 
 
+def test_training_grids_sample_at_the_precision_the_run_trains_at_and_leave_the_ema_float32():
+    """train.sample_every's grids (training.training_samples) from a run trained under bf16: the chain
+    the bf16 sampler walks (Bf16Net on a copy of the EMA, bit for bit), not fp32's; the EMA, which
+    goes on training, keeps its float32 weights."""
+    import numpy as np
+
+    from diffrepro.runs.training import prepare, training_samples
+
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 1, 8, 8)).astype(np.float32)
+    loop = prepare(_run(train="bf16"), x, device=CPU, seed=0)
+    with torch.no_grad():  # away from the zero-initialised output layer, so outputs carry bf16 rounding
+        for p in loop.ema.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    before = {k: v.clone() for k, v in loop.ema.state_dict().items()}
+    grid = training_samples(loop, seed=0, device=CPU)
+    assert all(v.dtype == torch.float32 for v in loop.ema.state_dict().values())
+    assert all(torch.equal(v, before[k]) for k, v in loop.ema.state_dict().items())
+    assert loop.ema.training  # put back as it was (training)
+
+    bf16 = Bf16Net(copy.deepcopy(loop.ema)).eval()
+    fp32 = copy.deepcopy(loop.ema).eval()
+
+    def grid_of(net):  # training_samples' draws: its generator, DDIM with 50 steps, mapped back
+        from diffrepro.runtime import derive_seed
+        gen = torch.Generator().manual_seed(derive_seed(0, "training-samples"))
+        with torch.no_grad():
+            z = sample(loop.process, net, (8, 1, 8, 8), generator=gen, sampler="ddim",
+                       steps=min(50, loop.process.num_timesteps))
+        return z.float().numpy()
+
+    assert np.array_equal(grid, grid_of(bf16))
+    assert not np.array_equal(grid, grid_of(fp32))
+    assert np.abs(grid - grid_of(fp32)).max() < 0.1
+
+
 def test_an_unknown_precision_is_refused_naming_the_allowed_values():
     with pytest.raises(ValueError, match="unknown Precision 'half'; allowed: auto, fp32, bf16"):
         for_sampling(_trained(_run()), "half")

@@ -49,23 +49,31 @@ def sampling_bf16(precision: str, run, device: torch.device) -> bool:
 _CAST_ONCE = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
 
-class Bf16Net(torch.nn.Module):
-    """A network run under bf16 autocast with its output back in float32 (sample.precision bf16), so
-    the reverse step's arithmetic (DDPM's posterior, SD-2015's float64 kernel) sees what an fp32
-    network would hand it. It takes `net` over (pass a copy to keep an fp32 one): the weights and
-    biases of its convolutions and linear layers are held in bf16, the cast autocast makes of them on
-    every call (its cache lasts one autocast region, a forward here), made once: the outputs are
-    autocast's bit for bit, and a sampling step does not re-cast the weights (the digits U-Net's forward:
-    3-4% at batch 128, nothing at 360). The other parameters (GroupNorm's, SD-2015's RBF centres) stay float32."""
+class Autocast(torch.nn.Module):
+    """`net` run under bf16 autocast with its output back in float32, so the reverse step's arithmetic
+    (DDPM's posterior, SD-2015's float64 kernel) sees what an fp32 network would hand it. Its weights
+    stay as they are (training's grids sample the EMA this way, whose float32 weights go on training)."""
 
     def __init__(self, net: torch.nn.Module):
         super().__init__()
-        for layer in net.modules():
-            if isinstance(layer, _CAST_ONCE):
-                layer.to(torch.bfloat16)
         self.net = net
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
             out = self.net(x, t)
         return out.float()
+
+
+class Bf16Net(Autocast):
+    """The sampler's network at sample.precision bf16: Autocast that takes `net` over (pass a copy to
+    keep an fp32 one). The weights and biases of its convolutions and linear layers are held in bf16,
+    the cast autocast makes of them on every call (its cache lasts one autocast region, a forward
+    here), made once: the outputs are autocast's bit for bit, and a sampling step does not re-cast the
+    weights (the digits U-Net's forward: 3-4% at batch 128, nothing at 360). The other parameters
+    (GroupNorm's, SD-2015's RBF centres) stay float32."""
+
+    def __init__(self, net: torch.nn.Module):
+        for layer in net.modules():
+            if isinstance(layer, _CAST_ONCE):
+                layer.to(torch.bfloat16)
+        super().__init__(net)

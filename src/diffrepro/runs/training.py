@@ -331,7 +331,9 @@ def ema_state(loop: Loop) -> dict:
 @torch.no_grad()
 def training_samples(loop: Loop, seed: int, device: torch.device) -> np.ndarray:
     """A small grid from the EMA weights: the same draws every time (a generator of its own, so the
-    training draws are untouched), the fast sampler where the family has one (50 DDIM steps)."""
+    training draws are untouched), the fast sampler where the family has one (50 DDIM steps), at the
+    precision the run trains at (what sample.precision auto samples at)."""
+    from .precision import Autocast
     from .sampling import sample
 
     run, shape = loop.run, tuple(loop.data.shape[1:])
@@ -340,7 +342,8 @@ def training_samples(loop: Loop, seed: int, device: torch.device) -> np.ndarray:
     gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "training-samples"))
     was_training = loop.ema.training
     loop.ema.eval()
-    x = sample(loop.process, loop.ema, (n, *shape), generator=gen, device=device, progress=False,
+    net = Autocast(loop.ema) if loop.use_bf16 else loop.ema
+    x = sample(loop.process, net, (n, *shape), generator=gen, device=device, progress=False,
                sampler="ddim" if fast else "ancestral",
                steps=min(50, loop.process.num_timesteps) if fast else None)
     loop.ema.train(was_training)
