@@ -97,3 +97,14 @@ def test_openmp_reads_the_policy_the_cli_chose_before_torch_loaded(share):
         assert policy == "default" and "'300000'" in spin, (policy, spin)
     else:
         assert policy == "passive" and "'0'" in spin, (policy, spin)
+
+
+def test_dvc_reads_yaml_with_the_c_parser():
+    """DVC parses params.yaml once per stage and all of dvc.lock on every `dvc status` and `dvc repro`:
+    through ruamel.yaml's C parser (ruamel.yaml.clib, a dependency), not its pure-Python one."""
+    from dvc.utils.serialize._yaml import parse_yaml
+    from ruamel.yaml import YAML
+    from ruamel.yaml.main import CParser
+
+    assert CParser is not None and YAML(typ="safe").Parser is CParser
+    assert parse_yaml("stages: {a: {cmd: x, deps: [p]}}", "dvc.yaml") == {"stages": {"a": {"cmd": "x", "deps": ["p"]}}}
