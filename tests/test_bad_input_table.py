@@ -3,8 +3,8 @@ check runs when the Snakefile is parsed), `diffrepro <stage>`, and for a sample 
 
 Each case must: exit non-zero; print at most 3 lines, one of which names the key or file, the bad
 value and what is allowed; show no traceback or stack frame; and leave an output already at its
-target path byte-identical (Snakemake refuses before any job; DVC removes a stage's outputs before
-running it, by design, so under `dvc repro` only the message is checked). (Bad data files, checkpoints and a diverging loss: test_bad_inputs.py,
+target path byte-identical (Snakemake refuses before any job; DVC runs the stage's command, which
+refuses before any work, and dvc.yaml marks every output `persist: true`, so DVC does not delete it first). (Bad data files, checkpoints and a diverging loss: test_bad_inputs.py,
 test_user_data.py, test_config.py.)
 """
 from __future__ import annotations
@@ -185,9 +185,8 @@ def test_bad_params_are_refused_by_snakemake_and_the_cli(project, case_id, case,
         out = dvc.stdout + dvc.stderr
         assert dvc.returncode != 0 and "Traceback" not in out, out[-3000:]
         assert "params.yaml" in out or all(f in out for f in fragments), out[-3000:]
-        # DVC itself deletes a stage's outputs before running its command (`persist: false`, the
-        # default); a committed output comes back with `dvc checkout`. So no sentinel check here.
-        (project / SENTINEL).write_bytes(b"an earlier build's training data")
+        # every output persists (dvc.yaml): DVC leaves the earlier build's output where it was
+        assert (project / SENTINEL).read_bytes() == b"an earlier build's training data"
 
 
 def test_snakemake_in_this_process_accepts_the_good_params(project):
@@ -296,6 +295,7 @@ def test_bad_checkpoints_are_refused_by_every_engine(built, case_id, bad, fragme
         dvc = subprocess.run([str(BIN / "dvc"), "repro", "--single-item", "sample@toyroll-ddpm"], cwd=built, env=ENV,
                              capture_output=True, text=True)
         _our_line(dvc, "diffrepro sample", fragments, "dvc repro")
+        assert {name: (run_dir / name).read_bytes() for name in SAMPLE_OUTPUTS} == before  # persist: kept
         cli_args = ["sample", "--params", "params.yaml", "--run", "toyroll-ddpm", "--model", MODEL,
                     "--test", "results/data/toyroll/test.npz", "--samples", "out/samples.npz",
                     "--picture", "out/samples.png", "--progressive", "out/progressive.png"]
@@ -305,8 +305,6 @@ def test_bad_checkpoints_are_refused_by_every_engine(built, case_id, bad, fragme
         assert not (built / MARKER).exists()
     finally:
         (built / MODEL).write_bytes(good)
-        for name, data in before.items():  # DVC removes a stage's outputs before running it
-            (run_dir / name).write_bytes(data)
 
 
 # `snakemake --configfile X` (read before Snakemake does, by the project's Snakemake plugin

@@ -21,8 +21,8 @@ def rule_outputs(st):
     Every output is flagged `update`: Snakemake then neither deletes it before the job runs nor
     after the job fails, and puts the previous version back if the job fails. The stages write
     each output atomically on success, so a refused or crashed job leaves the last good results as
-    they were; and what a stage continues from (the train stage's state and kept checkpoints,
-    `persist` in the declaration, DVC's `persist: true`) is there when it re-runs."""
+    they were; and what a stage continues from (the train stage's state and kept checkpoints) is
+    there when it re-runs. DVC does the same: dvc.yaml marks every output `persist: true`."""
     outs = {}
     for out in st.outputs:
         path = directory(out.path) if out.directory else out.path

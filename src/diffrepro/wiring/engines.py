@@ -99,7 +99,12 @@ def _dvc_stage(st: Stage) -> list:
         lines.append(f"{ind}{section}:")
         for o in outs:
             path = pipeline.fill(o.path, **values)
-            opts = ([] if o.cache else ["cache: false"]) + (["persist: true"] if o.persist else [])
+            # every output persists, as Snakemake's `update` flag keeps it (workflow/rules/pipeline.smk):
+            # DVC does not delete it before the stage's command runs, so a refused or crashed job
+            # leaves the last good results (each stage writes its outputs atomically on success), and
+            # the train stage finds the state and kept checkpoints it continues from. (DVC's run-cache
+            # skips stages with persistent outputs; it never held the train stage's.)
+            opts = ([] if o.cache else ["cache: false"]) + ["persist: true"]
             if o.plot_xy:
                 opts += [f"x: {o.plot_xy[0]}", f"y: {o.plot_xy[1]}"]
             lines.append(f"{ind}  - {path}" + (":" if opts else ""))

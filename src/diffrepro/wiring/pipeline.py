@@ -30,8 +30,6 @@ class Output:
     cache: bool = True                # DVC cache for large arrays and weights; small files live in git
     plot_xy: tuple | None = None      # DVC plot axes (x, y) of a csv plot
     report: str | None = None         # Snakemake report category (caption: workflow/report/<stage>-<name>.rst)
-    persist: bool = False             # kept when the stage re-runs (DVC `persist: true`; every Snakemake
-                                      # output is flagged `update`): the state a longer run continues from
     directory: bool = False           # a folder (Snakemake `directory()`; DVC tracks it whole)
 
 
@@ -134,8 +132,8 @@ STAGES = (
                    Output("schedule", f"{RUN}/schedule.csv", role="plot", cache=False, plot_xy=("t", "beta")),
                    Output("schedule_plot", f"{RUN}/schedule.png", cache=False, report="loss curves"),
                    Output("training_samples", f"{RUN}/training_samples.png", cache=False, report="samples"),
-                   Output("checkpoints", f"{RUN}/checkpoints", persist=True, directory=True),
-                   Output("state", f"{RUN}/train_state.pt", persist=True)),
+                   Output("checkpoints", f"{RUN}/checkpoints", directory=True),
+                   Output("state", f"{RUN}/train_state.pt")),
           params=(*TORCH, "models.{model}", "runs.{run}.dataset", "runs.{run}.model", "runs.{run}.diffusion",
                   "runs.{run}.train"),
           gpu=True, processes="runs.{run}.train.processes", nodes="runs.{run}.train.nodes"),
