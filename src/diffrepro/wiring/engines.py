@@ -107,7 +107,7 @@ def _dvc_stage(st: Stage) -> list:
             opts = ([] if o.cache else ["cache: false"]) + ["persist: true"]
             if o.plot_xy:
                 opts += [f"x: {o.plot_xy[0]}", f"y: {o.plot_xy[1]}"]
-            lines.append(f"{ind}  - {path}" + (":" if opts else ""))
+            lines.append(f"{ind}  - {path}:")  # every output has options (persist: true at least)
             lines += [f"{ind}      {opt}" for opt in opts]
     head = [f"  {st.name}:"]
     if st.wildcard:
