@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from .conftest import BIN, run_cli, stage_args
+from .conftest import BIN, NOT_WARM, run_cli, stage_args
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -47,7 +47,7 @@ def test_loss_csv_grows_while_training_runs_and_a_killed_run_keeps_its_rows(tmp_
     args = stage_args("train", "toyroll-ddpm", tmp_path, params)
     loss = Path(args[args.index("--loss") + 1])
     log = tmp_path / "train.log"
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "DIFFREPRO_PROGRESS": "off"}
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "DIFFREPRO_PROGRESS": "off", **NOT_WARM}
     proc = subprocess.Popen([str(BIN / "diffrepro"), "train", *args, "--log", str(log)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

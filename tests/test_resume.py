@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from .conftest import BIN, TINY_PARAMS, run_cli, stage_args
+from .conftest import BIN, NOT_WARM, TINY_PARAMS, run_cli, stage_args
 
 
 def _params(tmp_path, tiny_raw, run_name="toyroll-ddpm"):
@@ -35,7 +35,7 @@ def test_killed_training_resumes_to_identical_weights(tmp_path, tiny_raw, run_na
     killed = tmp_path / "killed"  # the same job with its outputs in another folder
     killed_args = [a.replace(str(full), str(killed)) for a in full_args]
 
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **NOT_WARM}
     proc = subprocess.Popen([str(BIN / "diffrepro"), "train", *killed_args],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = killed / "train_state.pt"
@@ -76,7 +76,7 @@ def test_state_of_another_config_is_not_resumed(tmp_path, tiny_raw):
 
 def _kill_after_first_part(args, parts: Path) -> None:
     """Start `diffrepro <args>` and SIGKILL it as soon as its first finished chunk is on disk."""
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **NOT_WARM}
     proc = subprocess.Popen([str(BIN / "diffrepro"), *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -186,7 +186,7 @@ def test_a_killed_fid_job_leaves_no_metrics_and_the_rerun_finishes(trained):
     killed = root / "killed-fid"
     killed_args = _other_folder("fid", args, run_dir, killed)
     log = root / "fid-kill.log"
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **NOT_WARM}
     proc = subprocess.Popen([str(BIN / "diffrepro"), "fid", *killed_args, "--log", str(log)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 LOG = logging.getLogger("diffrepro")
@@ -111,16 +112,30 @@ def derive_seed(seed: int, *names: str) -> int:
     return (seed * 1_000_003 + zlib.crc32("/".join(names).encode())) % 2**31
 
 
-def process_age() -> str:
-    """Seconds since this process started, as "1.23 s" (Linux: /proc; elsewhere "n/a"): the start-up a
-    job pays before its stage begins work (the interpreter, the imports, the params checks).
-    benchmarks/pipeline_time.py reads it from the rule logs."""
+# Set in a job the warm interpreter runs (diffrepro.warm): the job's command's start, epoch seconds
+JOB_STARTED: float | None = None
+
+
+def process_age_seconds() -> float | None:
+    """Seconds since this process started (Linux: /proc; elsewhere None)."""
     try:
         ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])  # starttime, field 22
         uptime = float(open("/proc/uptime").read().split()[0])
-        return f"{max(0.0, uptime - ticks / os.sysconf('SC_CLK_TCK')):.2f} s"
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
-        return "n/a"
+        return None
+
+
+def process_age() -> str:
+    """Seconds since the job's command started, as "1.23 s" ("n/a" where unknown): the start-up a
+    job pays before its stage begins work (the interpreter, the imports, the params checks), marked
+    "(warm)" when the warm interpreter ran it. benchmarks/pipeline_time.py reads it from the rule logs."""
+    if JOB_STARTED is not None:
+        return f"{max(0.0, time.time() - JOB_STARTED):.2f} s (warm)"
+    from .warm import MISSED
+
+    age = process_age_seconds()
+    return ("n/a" if age is None else f"{age:.2f} s") + (f" (not warm: {MISSED})" if MISSED else "")
 
 
 def setup_logging(log_path=None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from .warm import WarmTool
+
 
 class DvcYaml:
     HELP = "print dvc.yaml generated from the pipeline declaration (src/diffrepro/wiring/pipeline.py)"
@@ -200,3 +202,5 @@ class ReadmeFigures:
 
 
 TOOLS["readme-figures"] = ReadmeFigures
+
+TOOLS["warm"] = WarmTool
