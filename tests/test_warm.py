@@ -114,7 +114,7 @@ def _warm_lines(log: Path) -> list:
     return [ln for ln in log.read_text().splitlines() if ln.endswith("(warm)")]
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_a_signal_reaches_the_job_and_a_killed_command_takes_its_job_with_it(trained, server, tmp_path, how):
     root, params, raw = trained
     raw = yaml.safe_load(yaml.safe_dump(raw))

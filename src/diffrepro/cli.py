@@ -114,11 +114,12 @@ def main(argv=None) -> int:
     """`diffrepro ARGV` (default: this process's command line). A stage run as a command (no `argv`)
     goes to the warm interpreter when one is running for it (diffrepro.warm), else runs here."""
     if argv is None and sys.argv[1:2] and sys.argv[1] in pipeline.STAGE_NAMES:
-        from .warm import delegate
+        from . import runtime, warm
 
-        code = delegate(sys.argv[1:])
+        code = warm.delegate(sys.argv[1:])
         if code is not None:
             return code
+        runtime.WARM_MISSED = warm.MISSED  # said in the log beside the start-up
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     only = argv[0] if argv and argv[0] in pipeline.STAGE_NAMES else None
     args = build_parser(only).parse_args(argv)

@@ -112,8 +112,10 @@ def derive_seed(seed: int, *names: str) -> int:
     return (seed * 1_000_003 + zlib.crc32("/".join(names).encode())) % 2**31
 
 
-# Set in a job the warm interpreter runs (diffrepro.warm): the job's command's start, epoch seconds
+# Set by the warm interpreter (diffrepro.warm, through cli.main): in a job it runs, the start of the
+# job's command (epoch seconds); in a job it did not run although DIFFREPRO_WARM named it, why not
 JOB_STARTED: float | None = None
+WARM_MISSED: str | None = None
 
 
 def process_age_seconds() -> float | None:
@@ -132,10 +134,8 @@ def process_age() -> str:
     "(warm)" when the warm interpreter ran it. benchmarks/pipeline_time.py reads it from the rule logs."""
     if JOB_STARTED is not None:
         return f"{max(0.0, time.time() - JOB_STARTED):.2f} s (warm)"
-    from .warm import MISSED
-
     age = process_age_seconds()
-    return ("n/a" if age is None else f"{age:.2f} s") + (f" (not warm: {MISSED})" if MISSED else "")
+    return ("n/a" if age is None else f"{age:.2f} s") + (f" (not warm: {WARM_MISSED})" if WARM_MISSED else "")
 
 
 def setup_logging(log_path=None) -> None:

@@ -95,8 +95,8 @@ def delegate(argv: list) -> int | None:
 
 
 def _missed(why: str) -> None:
-    """Why the job runs as its own process although DIFFREPRO_WARM names a warm process (its log
-    says it beside the start-up: runtime.process_age)."""
+    """Why the job runs as its own process although DIFFREPRO_WARM names a warm process (cli.main
+    hands it to runtime.process_age: the log says it beside the start-up)."""
     global MISSED
     MISSED = why
 
@@ -128,7 +128,7 @@ def _read_line(conn) -> str:
 
 def _process_started() -> float | None:
     """This process's start, epoch seconds (Linux: /proc), so the job's start-up counts from here."""
-    from .runtime import process_age_seconds
+    from .runtime import process_age_seconds  # the harness; this module is not a stage's code
 
     age = process_age_seconds()
     return None if age is None else time.time() - age
@@ -142,6 +142,9 @@ def serve(path: str) -> None:
     started on the first such request (which runs as its own process meanwhile)."""
     parent = os.getppid()
     _die_with_parent()
+    # a terminal's Ctrl-C reaches the commands (each forwards it to its job), not this process or the
+    # handlers forked from it, which end with their parent (the engine) and their job
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import importlib
 
     for name in PRELOAD:
