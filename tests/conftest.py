@@ -29,16 +29,16 @@ SLOW_MODULES = {
     "test_diffusers_interop", "test_dvc_remote", "test_gpu_pool", "test_long_run", "test_paper_chain",
     "test_paper_configs", "test_pipeline", "test_profiles", "test_readme", "test_resume", "test_safe_loading",
     "test_shards",
-    "test_snakemake_plugin", "test_speed_bench", "test_user_data",
+    "test_snakemake_plugin", "test_speed_bench", "test_user_data", "test_warm",
 }
 
 
 # The longest modules, longest first: `make test` hands whole modules to its two workers in this
 # order as each gets free (--dist loadfile), so the long ones do not start last and run alone at the
 # end while the other worker idles (the order of one `pytest -v --durations=0` on 2 cores).
-LONGEST_FIRST = ("test_pipeline", "test_paper_chain", "test_bad_input_table", "test_shards", "test_resume",
-                 "test_fid", "test_long_run", "test_profiles", "test_dvc_remote", "test_gpu_pool",
-                 "test_dag_agreement", "test_ddp")
+LONGEST_FIRST = ("test_pipeline", "test_paper_chain", "test_bad_input_table", "test_warm", "test_shards",
+                 "test_resume", "test_long_run", "test_dag_agreement", "test_fid", "test_gpu_pool", "test_ddp",
+                 "test_speed_bench", "test_dvc_remote", "test_profiles")
 
 
 def pytest_configure(config):

@@ -17,8 +17,6 @@ from diffrepro import warm
 
 from .conftest import BIN, TINY_PARAMS, copy_pipeline_files, run_cli, stage_args
 
-pytestmark = pytest.mark.slow
-
 
 def _env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k != warm.ENV}
@@ -39,9 +37,9 @@ def trained(tmp_path_factory):
     return root, params, raw
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server():
-    """A warm process of this test's own, for the environment _env() gives."""
+    """A warm process of this module's own, for the environment _env() gives."""
     w = warm.start(_env())
     assert w.ready(60), "the warm process did not start"
     yield w
@@ -97,7 +95,7 @@ def test_a_warm_job_writes_what_its_own_process_writes_and_fails_the_same_way(tr
 
 def test_another_environment_is_refused_then_served_by_a_warm_process_of_its_own(trained, server, tmp_path):
     root, params, _ = trained
-    env = _env(**{warm.ENV: server.path, "OMP_NUM_THREADS": "1"})  # read by OpenMP when torch loads
+    env = _env(**{warm.ENV: server.path, "OMP_NUM_THREADS": "7"})  # read by OpenMP when torch loads
     proc = _sample(root, params, tmp_path, env)
     assert proc.returncode == 0, proc.stderr
     assert "(not warm: warming up for OMP_NUM_THREADS)" in (tmp_path / "sample.log").read_text()
@@ -124,6 +122,7 @@ def test_a_signal_reaches_the_job_and_a_killed_command_takes_its_job_with_it(tra
     args = stage_args("train", "toyroll-ddpm", tmp_path, long)
     args[args.index("--train") + 1] = stage_args("train", "toyroll-ddpm", root, params)[args.index("--train") + 1]
     loss = Path(args[args.index("--loss") + 1])
+    before = set(_descendants(server.proc.pid))  # another environment's warm process, if started
     proc = subprocess.Popen([str(BIN / "diffrepro"), "train", *args], env=_env(**{warm.ENV: server.path}),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -131,7 +130,7 @@ def test_a_signal_reaches_the_job_and_a_killed_command_takes_its_job_with_it(tra
         while not loss.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None and loss.exists(), "the job did not start training"
-        jobs = _descendants(server.proc.pid)
+        jobs = [p for p in _descendants(server.proc.pid) if p not in before]
         assert len(jobs) == 2, jobs  # the handler that watches, and the job
         proc.send_signal(how)
         assert proc.wait(30) == -how  # the command ends the way the job ended, or is killed itself
