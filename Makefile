@@ -22,7 +22,7 @@ run: venv
 
 # two workers, one test file each (--dist loadfile keeps a file's module fixtures in one process),
 # the longest files first in tests/conftest.py's order (--no-loadscope-reorder: else xdist orders
-# files by their number of tests): about 8 minutes on a slow 2-core machine, most of it whole pipeline
+# files by their number of tests): 7-8 minutes on a slow 2-core machine, most of it whole pipeline
 # builds (their jobs are processes; the other tests call the commands' functions in-process). The
 # workers and their jobs share the cores, so OpenMP threads sleep when idle (tests/conftest.py sets it
 # too, for pytest run by hand).

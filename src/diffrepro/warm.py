@@ -16,13 +16,15 @@ itself be killed, the job is killed with it.
 What a job computes does not change: the fork has imported torch as a fresh process does and has
 computed nothing (no thread pool, no CUDA context yet). A command whose environment differs from the
 warm process's in anything read when libraries load (OpenMP, MKL, CUDA, torch, matplotlib, Python's
-and the linker's variables: LOAD_TIME_PREFIXES) is refused and runs as its own process, as does every
-command when the socket is missing, DIFFREPRO_WARM is unset or `off`, or it runs under torchrun.
+and the linker's variables: LOAD_TIME_PREFIXES) is refused and runs as its own process, while a warm
+process for that environment starts beside this one for the commands after it (Snakemake gives each
+job OMP_NUM_THREADS and the like; DVC does not). A command also runs as its own process when the
+socket is missing, DIFFREPRO_WARM is unset or `off`, or it runs under torchrun.
 
-Who starts one: the Snakefile (onstart, unless DIFFREPRO_WARM is set already) and the test suite (one
-per worker); `diffrepro warm COMMAND...` runs any command with one (`diffrepro warm dvc repro`). What
-a job sees differ: its process id and session, and Snakemake's benchmark columns for CPU and memory,
-which measure the waiting command (the wall seconds are the job's).
+Who starts one, on Linux: the Snakefile (onstart, unless DIFFREPRO_WARM is set already) and the test
+suite (one per worker); `diffrepro warm COMMAND...` runs any command with one (`diffrepro warm dvc
+repro`). What differs for a job: its process id and session, and Snakemake's benchmark columns for CPU
+and memory, which measure the waiting command (the wall seconds are the job's).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ _HEADER = struct.Struct("!I")
 
 
 def load_time_env(env) -> dict:
+    """The variables of `env` that a library may read when it loads (LOAD_TIME_PREFIXES)."""
     return {k: v for k, v in env.items() if k.startswith(LOAD_TIME_PREFIXES)}
 
 
@@ -396,7 +399,7 @@ def start_for_jobs(snakemake_threads: int | None = None, wait: float = 30.0) -> 
     unless DIFFREPRO_WARM is set already (`off`, or one the caller started). `snakemake_threads`:
     the jobs are Snakemake's with that many threads, whose thread variables it starts with. Waits
     up to `wait` seconds for it to be ready, so that every job finds it (about 1.5 s of one core)."""
-    if ENV in os.environ:
+    if ENV in os.environ or not sys.platform.startswith("linux"):  # it uses Linux's /proc, pidfd, peer creds
         return None
     env = dict(os.environ)
     if snakemake_threads is not None:
