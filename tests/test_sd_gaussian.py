@@ -172,6 +172,41 @@ def test_sd_networks_shapes_and_bumps():
         build_net("sd_multiscale", data_shape=(1, 6, 6), out_mult=2, num_timesteps=5, num_scales=3)
 
 
+@pytest.mark.parametrize("arch", ["sd_mlp", "sd_multiscale"])
+def test_a_batch_of_one_t_mixes_the_bumps_into_the_last_layer_with_the_same_outputs_and_gradients(arch):
+    """Every reverse step and every term of the bound has one t for the whole batch: the readout is
+    then folded into the last layer (TemporalReadout.of_layer). Same values and gradients as the
+    readout of all K*J outputs, to float32 rounding; a batch of several t's takes the readout."""
+    torch.manual_seed(0)
+    if arch == "sd_mlp":
+        net = build_net("sd_mlp", data_shape=(20,), out_mult=1, num_timesteps=30, hidden=(16, 16), num_bumps=6)
+        x = torch.rand(9, 20)
+    else:
+        net = build_net("sd_multiscale", data_shape=(1, 8, 8), out_mult=2, num_timesteps=30, num_scales=2,
+                        conv_layers=2, num_bumps=6)
+        x = torch.randn(9, 1, 8, 8)
+    for p in net.out.parameters():  # the readout starts at zero: give it values
+        torch.nn.init.normal_(p)
+    head = (lambda h: net.upper(net.convs(h))) if arch == "sd_multiscale" else net.body
+
+    def both(t):
+        folded = net(x, t)
+        full = net.readout(net.out(head(x)), t)
+        return folded, full
+
+    calls = []
+    net.out.register_forward_hook(lambda *args: calls.append(1))
+    one_t = torch.full((9,), 17)
+    folded, full = both(one_t)
+    assert len(calls) == 1  # the K*J outputs were computed for `full` alone
+    torch.testing.assert_close(folded, full, rtol=1e-5, atol=1e-5)
+    grads = [torch.autograd.grad(out.square().sum(), net.out.weight)[0] for out in both(one_t)]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4)
+    several = torch.tensor([0, 3, 17, 29, 5, 5, 5, 5, 5])
+    folded, full = both(several)
+    assert torch.equal(folded, full)  # the readout itself
+
+
 def test_discretized_first_step_matches_the_density_times_the_bin_width_when_the_bin_is_small():
     """With σ_1 = sqrt(β_1) much wider than an 8-bit bin (2/255), P(bin) ≈ density · bin width, so the
     discretised first-step NLL ≈ the continuous one − D·log(2/255); and it is never negative."""
