@@ -404,6 +404,10 @@ def start_for_jobs(snakemake_threads: int | None = None, wait: float = 30.0) -> 
     env = dict(os.environ)
     if snakemake_threads is not None:
         env.update(dict.fromkeys(SNAKEMAKE_THREAD_VARS, str(snakemake_threads)))
+        from .runtime import usable_cpus
+
+        if "OMP_WAIT_POLICY" not in env and snakemake_threads < usable_cpus():  # as each job's command
+            env["OMP_WAIT_POLICY"] = "PASSIVE"                                    # sets it (cli, runtime)
     warm = start(env)
     os.environ[ENV] = warm.path
     if wait:
