@@ -32,10 +32,16 @@ def set_omp_wait_policy(threads: int | None) -> str:
     """
     if "OMP_WAIT_POLICY" in os.environ:
         return os.environ["OMP_WAIT_POLICY"].lower()
-    if threads is None or threads < usable_cpus():
+    if passive_wait(threads):
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         return "passive"
     return "default"
+
+
+def passive_wait(threads: int | None) -> bool:
+    """set_omp_wait_policy's rule where the environment sets none: PASSIVE for a job of fewer threads
+    than CPUs, or of threads not known."""
+    return threads is None or threads < usable_cpus()
 
 
 def threads_from_argv(argv) -> int | None:

@@ -218,9 +218,7 @@ def _other(others: dict, request, folder: str, most: int = 4) -> str:
             del others[key]
     if len(others) >= most:
         return "refused too many environments"
-    env = {k: v for k, v in request["env"].items() if k != ENV}
-    others[key] = subprocess.Popen([sys.executable, "-m", "diffrepro.warm", sock], env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid
+    others[key] = _spawn(sock, request["env"]).pid
     return f"refused warming up for {differ}"
 
 
@@ -378,15 +376,19 @@ class Warm:
 def start(env=None) -> Warm:
     """Start a warm process for jobs whose environment is `env` (default: this one) and return it
     at once: jobs that start before it is ready run as their own processes."""
-    env = dict(os.environ if env is None else env)
+    env = os.environ if env is None else env
     folder = tempfile.mkdtemp(prefix="diffrepro-warm-")  # mode 0700: this user's alone
     if len(os.path.join(folder, "socket")) > 100:  # a Unix socket's path has room for about 107 bytes
         os.rmdir(folder)
         folder = tempfile.mkdtemp(prefix="diffrepro-warm-", dir="/tmp")
-    env.pop(ENV, None)
-    proc = subprocess.Popen([sys.executable, "-m", "diffrepro.warm", os.path.join(folder, "socket")], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return Warm(proc, folder)
+    return Warm(_spawn(os.path.join(folder, "socket"), env), folder)
+
+
+def _spawn(sock: str, env) -> subprocess.Popen:
+    """A warm process listening on `sock`, with `env` (less DIFFREPRO_WARM) as its environment."""
+    env = {k: v for k, v in env.items() if k != ENV}
+    return subprocess.Popen([sys.executable, "-m", "diffrepro.warm", sock], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # what Snakemake sets for each job to its `threads` (snakemake.shell)
@@ -404,10 +406,10 @@ def start_for_jobs(snakemake_threads: int | None = None, wait: float = 30.0) -> 
     env = dict(os.environ)
     if snakemake_threads is not None:
         env.update(dict.fromkeys(SNAKEMAKE_THREAD_VARS, str(snakemake_threads)))
-        from .runtime import usable_cpus
+        from .runtime import passive_wait
 
-        if "OMP_WAIT_POLICY" not in env and snakemake_threads < usable_cpus():  # as each job's command
-            env["OMP_WAIT_POLICY"] = "PASSIVE"                                    # sets it (cli, runtime)
+        if "OMP_WAIT_POLICY" not in env and passive_wait(snakemake_threads):  # as each job's command sets it
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
     warm = start(env)
     os.environ[ENV] = warm.path
     if wait:
