@@ -172,6 +172,40 @@ def test_sd_networks_shapes_and_bumps():
         build_net("sd_multiscale", data_shape=(1, 6, 6), out_mult=2, num_timesteps=5, num_scales=3)
 
 
+def test_multiscale_conv_pyramid_is_the_sum_over_scales():
+    """The pyramid (pool by 2 again and again, gather the sum from the coarsest scale up) computes
+    the paper's definition: Σ_s upsample_{2^s}(conv_s(mean-pool_{2^s}(x))), then the activation;
+    values and gradients to float rounding, in NCHW and NHWC alike."""
+    import torch.nn.functional as F
+
+    from diffrepro.nets.sd_nets import MultiScaleConv
+
+    torch.manual_seed(0)
+    layer = MultiScaleConv(3, 5, num_scales=3, kernel_size=3, activation="softplus")
+    for p in layer.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(4, 3, 16, 8, dtype=torch.float64)
+    layer = layer.double()
+
+    def definition(x):
+        total = 0.0
+        for s, conv in enumerate(layer.convs):
+            f = 2 ** s
+            y = conv(F.avg_pool2d(x, f) if f > 1 else x)
+            total = total + (F.interpolate(y, scale_factor=f, mode="nearest") if f > 1 else y)
+        return layer.act(total)
+
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        a = x.contiguous(memory_format=fmt).requires_grad_(True)
+        b = x.clone().requires_grad_(True)
+        ours, ref = layer(a), definition(b)
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+        g = torch.randn_like(ref)
+        (ga,) = torch.autograd.grad(ours, a, g)
+        (gb,) = torch.autograd.grad(ref, b, g)
+        torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("arch", ["sd_mlp", "sd_multiscale"])
 def test_a_batch_of_one_t_mixes_the_bumps_into_the_last_layer_with_the_same_outputs_and_gradients(arch):
     """Every reverse step and every term of the bound has one t for the whole batch: the readout is
