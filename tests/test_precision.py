@@ -14,6 +14,7 @@ from diffrepro.convention import DataMap
 from diffrepro.runs.checkpoint import TrainedRun
 from diffrepro.runs.precision import Bf16Net, Precision, sampling_bf16
 from diffrepro.runs.sampling import for_sampling, sample
+from diffrepro.runs.slicing import Sliced
 
 from .conftest import TINY_PARAMS
 
@@ -54,9 +55,10 @@ def _trained(run, shape=(1, 8, 8)):
 
 def test_fp32_sampling_is_the_run_itself_and_bf16_a_copy_under_autocast_with_float32_out():
     trained = _trained(_run(train="bf16"))
-    assert for_sampling(trained, "fp32") is trained
+    fp32 = for_sampling(trained, "fp32")  # the run's own network, called in slices on the CPU (slicing.py)
+    assert isinstance(fp32.model, Sliced) and fp32.model.net is trained.model and fp32.process is trained.process
     sampler = for_sampling(trained, "auto")                      # trained under bf16: samples under bf16
-    assert isinstance(sampler.model, Bf16Net) and not isinstance(trained.model, Bf16Net)
+    assert isinstance(sampler.model.net, Bf16Net) and not isinstance(trained.model, Bf16Net)
     # the copy is laid out as bf16 training lays it out on the CPU (NCHW); the bound's fp32 net is untouched
     def a_3x3_conv(net):  # one whose two layouts differ (more than one channel in, a 3x3 window)
         return next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1

@@ -73,7 +73,9 @@ def bound_batches(process, model, x: np.ndarray, *, batch_size: int, seed: int, 
     A non-finite bound stops with a RuntimeError naming `label` and the example; nothing after it is
     computed."""
     from ..runs.shards import Batches, batch_generator
+    from ..runs.slicing import for_evaluation
 
+    model = for_evaluation(model, device, x.shape[1:])  # cache-sized slices on the CPU, the same numbers
     plan = Batches(len(x), batch_size)
     indices = list(range(plan.count)) if batches is None else list(batches)
     done = {j: part["result"] for j, part in parts.done(indices, label).items()} if parts is not None else {}

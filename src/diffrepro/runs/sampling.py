@@ -82,19 +82,21 @@ def for_sampling(trained, precision: str):
     """`trained` (checkpoint.TrainedRun) with its network as the sampler runs it at sample.precision
     (precision.sampling_bf16): itself in fp32; in bf16 a copy of the network under autocast
     (precision.Bf16Net), laid out as training under bf16 lays it out (runtime.uses_channels_last: NCHW
-    on the CPU). The copy leaves the fp32 network to the bound (the curve stage uses both)."""
+    on the CPU). The copy leaves the fp32 network to the bound (the curve stage uses both). Either is
+    called in cache-sized slices of the batch on the CPU (slicing.for_evaluation)."""
     import copy
     import dataclasses
 
     from .precision import Bf16Net, sampling_bf16
+    from .slicing import for_evaluation
 
     device = next(trained.model.parameters()).device
-    if not sampling_bf16(precision, trained.run, device):
-        return trained
-    fmt = (torch.channels_last if runtime.uses_channels_last(device, len(trained.data_shape), bf16=True)
-           else torch.contiguous_format)
-    net = copy.deepcopy(trained.model).to(memory_format=fmt)
-    return dataclasses.replace(trained, model=Bf16Net(net).eval())
+    net = trained.model
+    if sampling_bf16(precision, trained.run, device):
+        fmt = (torch.channels_last if runtime.uses_channels_last(device, len(trained.data_shape), bf16=True)
+               else torch.contiguous_format)
+        net = Bf16Net(copy.deepcopy(net).to(memory_format=fmt)).eval()
+    return dataclasses.replace(trained, model=for_evaluation(net, device, trained.data_shape))
 
 
 def draw(trained, n: int, generator, batch_size: int, sampler: str | Sampler = "ancestral", steps: int | None = None,
