@@ -83,6 +83,11 @@ def configure_threads(threads: int, torch_too: bool = True) -> None:
     torch.set_flush_denormal(True)
 
 
+def device_kind(device) -> str:
+    """"cpu", "cuda", ... of a torch.device or its name ("cpu", "cuda:0")."""
+    return getattr(device, "type", str(device).split(":")[0])
+
+
 def uses_channels_last(device, data_rank: int, bf16: bool = False) -> bool:
     """Whether an image network runs in channels_last (NHWC): training (runs/training.py),
     evaluation (TrainedRun.open, fp32) and the sampler under bf16 (sampling.for_sampling) ask here.
@@ -91,8 +96,7 @@ def uses_channels_last(device, data_rank: int, bf16: bool = False) -> bool:
     forward alone 1.1-1.5x); under bf16 autocast on the CPU the GroupNorms of NHWC bf16 activations
     are so slow that the U-Net's step doubles (docs/benchmarks.md). device: a torch.device or its
     name ("cpu", "cuda:0")."""
-    kind = getattr(device, "type", str(device).split(":")[0])
-    return data_rank == 3 and (kind == "cuda" or not bf16)
+    return data_rank == 3 and (device_kind(device) == "cuda" or not bf16)
 
 
 DEVICES = ("auto", "cpu", "cuda")  # params `device`

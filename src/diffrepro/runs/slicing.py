@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ..runtime import device_kind
+
 # examples x pixels of one network call on the CPU: 64 dead-leaves images (16x16), 256 digits (8x8)
 CPU_PIXELS_PER_CALL = 16384
 
@@ -34,8 +36,7 @@ class Sliced(torch.nn.Module):
 def for_evaluation(net: torch.nn.Module, device, example_shape) -> torch.nn.Module:
     """`net` as sampling and the bound call it on `device`: on the CPU an image network (examples
     `[C x H x W]`) in slices of CPU_PIXELS_PER_CALL pixels; elsewhere, and for vectors, itself."""
-    kind = getattr(device, "type", str(device).split(":")[0])
-    if kind != "cpu" or len(example_shape) != 3 or isinstance(net, Sliced):
+    if device_kind(device) != "cpu" or len(example_shape) != 3 or isinstance(net, Sliced):
         return net
     pixels = int(example_shape[1]) * int(example_shape[2])
     return Sliced(net, CPU_PIXELS_PER_CALL // pixels)
