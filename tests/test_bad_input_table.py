@@ -189,6 +189,22 @@ def test_bad_params_are_refused_by_snakemake_and_the_cli(project, case_id, case,
         assert (project / SENTINEL).read_bytes() == b"an earlier build's training data"
 
 
+@pytest.mark.parametrize("case_id", ["missing-dataset", "missing-model"])
+def test_plain_dvc_repro_refuses_an_undefined_name_by_its_key(project, case_id):
+    """`dvc repro` with no target, as a user types it: the check stage, first in dvc.yaml, refuses a
+    run naming an undefined dataset or model by its key and the names allowed, before DVC looks for
+    that run's inputs (it would stop at ".../results/data/nope/train.npz: No such file" or
+    "Parameters 'models.nope' are missing") and before any other stage runs."""
+    _, case, fragments = next(c for c in CASES if c[0] == case_id)
+    (project / "params.yaml").write_text(params_text(case))
+    dvc = subprocess.run([str(BIN / "dvc"), "repro"], cwd=project, env=ENV, capture_output=True, text=True)
+    out = dvc.stdout + dvc.stderr
+    assert dvc.returncode != 0 and "Traceback" not in out, out[-3000:]
+    assert any(all(f in line for f in fragments) for line in out.splitlines()), out[-3000:]
+    assert "failed to reproduce 'check'" in out and out.count("Running stage") == 1, out[-3000:]
+    assert (project / SENTINEL).read_bytes() == b"an earlier build's training data"
+
+
 def test_snakemake_in_this_process_accepts_the_good_params(project):
     """The control for the in-process runner (conftest.snakemake_here): the tiny params plan a whole build."""
     (project / "params.yaml").write_text(yaml.safe_dump(BASE, sort_keys=False))

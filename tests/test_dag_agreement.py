@@ -126,9 +126,9 @@ def test_snakemake_and_dvc_agree(tmp_path, config):
 
     assert {n.split("@")[0] for n in smk} == set(pipeline.STAGE_NAMES)
     raw = yaml.safe_load(params.read_text())
-    # the report; prepare, features, reference per dataset; 7 per run; plus a scatter job per shard
+    # the check and the report; prepare, features, reference per dataset; 7 per run; plus a scatter job per shard
     shards = sum(k for st in SHARDED for r in raw["runs"] for k in [shard_count(raw, st, r)] if k > 1)
-    assert len(smk) == 1 + 3 * len(raw["datasets"]) + 7 * len(raw["runs"])
+    assert len(smk) == 2 + 3 * len(raw["datasets"]) + 7 * len(raw["runs"])
     assert len(scatter) == shards and (shards > 0) == (config in ("tiny-sharded", "ddpm-cifar10"))
     # every path a command names is an input or output of its job: no stage composes another's file name
     for name, job in everything.items():

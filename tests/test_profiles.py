@@ -123,7 +123,7 @@ def test_resources_merge_over_default_and_name_stages(tiny_raw):
         {"gpu": 0, "mem_mb": 1500, "runtime": 20}
     assert engines.snakemake_resources(pipeline.stage("train"), parse_params({**tiny_raw, "resources": {}})) == \
         {"gpu": 1}
-    with pytest.raises(ParamsError, match=r"resources\.trian is not a stage; allowed: default, prepare"):
+    with pytest.raises(ParamsError, match=r"resources\.trian is not a stage; allowed: default, check, prepare"):
         parse_params({**tiny_raw, "resources": {"trian": {"mem_mb": 1}}})
     with pytest.raises(ParamsError, match=r"resources\.train: .*'mem' was unexpected.*allowed keys: gpu, mem_mb"):
         parse_params({**tiny_raw, "resources": {"train": {"mem": 1}}})

@@ -1,5 +1,5 @@
 """Start-up: a job imports its own stage's code and what that code uses, nothing else. The stages that
-compute with numpy and pandas alone (prepare, report) never import torch, and the digits never import
+compute with numpy and pandas alone (check, prepare, report) never import torch, and the digits never import
 scikit-learn (its data file is read directly): each saves seconds per job (benchmarks/pipeline_time.py)."""
 from __future__ import annotations
 
@@ -31,6 +31,31 @@ def test_prepare_imports_neither_torch_nor_sklearn_nor_other_stages(tmp_path):
     assert loaded == [], loaded
     assert "start-up " in proc.stderr and "prepare on cpu (numpy)" in proc.stderr
     assert np.load(tmp_path / "results" / "data" / "tinydigits" / "train.npz")["x"].shape[1:] == (1, 8, 8)
+
+
+@pytest.mark.slow
+def test_the_params_check_imports_no_torch_and_writes_every_runs_whole_config(tmp_path):
+    """`diffrepro check` (the first stage of dvc.yaml): no torch; results/plan.json holds each run's
+    configuration with the defaults params.yaml leaves out written in, and every dataset."""
+    import json
+
+    import yaml
+
+    args = stage_args("check", None, tmp_path, TINY_PARAMS)
+    proc = subprocess.run([sys.executable, "-c", PROBE, "check", *map(str, args)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = next(line for line in proc.stdout.splitlines() if line.startswith("LOADED")).split()[1:]
+    assert loaded == [], loaded
+    raw = yaml.safe_load(TINY_PARAMS.read_text())
+    plan = json.loads((tmp_path / "results" / "plan.json").read_text())
+    assert set(plan["runs"]) == set(raw["runs"]) and set(plan["datasets"]) == set(raw["datasets"])
+    assert plan["seed"] == raw["seed"]
+    for name, run in raw["runs"].items():
+        assert plan["runs"][name]["dataset"]["name"] == run["dataset"]
+        assert plan["runs"][name]["model"]["name"] == run["model"]
+        assert plan["runs"][name]["train"]["steps"] == run["train"]["steps"]
+        left_out = set(plan["runs"][name]["diffusion"]) - set(run["diffusion"])
+        assert left_out, name  # defaults the params file does not write, written out here
 
 
 def test_the_report_stage_module_does_not_import_torch():

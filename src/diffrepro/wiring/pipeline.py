@@ -105,6 +105,12 @@ RUN = "results/runs/{run}"
 TORCH = ("seed", "device")            # every stage that draws random numbers on a device reads these
 
 STAGES = (
+    # First, so first in dvc.yaml: `dvc repro` runs stages no dependency orders in the file's order, so
+    # a run naming an undefined dataset or model is refused here, by key, before DVC looks for the
+    # run's inputs. A leaf (no stage reads plan.json): re-running it re-runs nothing else.
+    Stage("check", None, "diffrepro.stages.check",
+          outputs=(Output("plan", "results/plan.json", cache=False),),
+          params=("seed", "device", "datasets", "models", "runs")),
     Stage("prepare", "dataset", "diffrepro.stages.prepare",
           outputs=(Output("train", f"{DATA}/train.npz"),
                    Output("test", f"{DATA}/test.npz"),
