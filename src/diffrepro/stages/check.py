@@ -1,4 +1,4 @@
-"""check: params.yaml read and checked whole, before any stage that computes, in both engines; writes
+"""check: params.yaml read and checked whole (under `dvc repro`, before any other stage); writes
 results/plan.json, every run's configuration with each default written out.
 
 Every stage checks the whole params file when it starts (cli.py), and Snakemake checks it when it
@@ -7,7 +7,8 @@ reproduces stages without a dependency between them in dvc.yaml's order, and thi
 first. A run that names a dataset or model params.yaml does not define is then refused here, with the
 key and the names allowed, before DVC looks for that run's inputs (it would stop at
 "No such file ... results/data/<name>/train.npz" or "Parameters 'models.<name>' are missing").
-No stage reads plan.json, so a check that re-runs re-runs nothing else.
+No stage reads plan.json, so a check that re-runs re-runs nothing else. DVC's order is pinned by
+tests/test_bad_input_table.py (plain `dvc repro` with an undefined dataset or model).
 """
 from __future__ import annotations
 
