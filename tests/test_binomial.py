@@ -175,3 +175,22 @@ def test_l_null_bernoulli_and_bad_reverse_type():
     assert float(nats_to_bits(ll.mean())) == pytest.approx(-20 * h / math.log(2))  # paper: 14.44 bits
     with pytest.raises(ValueError, match="'rates'.*allowed: x0_mixture, direct_rate"):
         BinomialDiffusion(10, reverse_type="rates")
+
+
+@pytest.mark.parametrize("T", [1, 2, 50])
+def test_the_posterior_lookup_equals_the_posterior_formula_bit_for_bit(T):
+    """term() reads q(x_{t-1} | x_t, x_0) from the [2T x 2] table: the very values q_posterior_rate
+    computes, for every index, both states and both starts, for vectors and images."""
+    torch.manual_seed(1)
+    proc = BinomialDiffusion(T, p=0.2)
+    for shape in ((64, 20), (16, 1, 3, 3)):
+        x0 = (torch.rand(shape) < 0.5).float()
+        xt = (torch.rand(shape) < 0.4).float()
+        t = torch.randint(0, T, (shape[0],))
+        t[0], t[-1] = 0, T - 1
+        one, zero = proc.q_posterior_lookup(x0, xt, t)
+        want_one, want_zero = proc.q_posterior_rate(x0, xt, t)
+        assert one.shape == shape and one.dtype == torch.float64
+        assert torch.equal(one, want_one) and torch.equal(zero, want_zero)
+        if T > 2:  # x_0 matters away from the ends
+            assert not torch.equal(one, proc.q_posterior_lookup(1 - x0, xt, t)[0])
