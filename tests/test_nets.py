@@ -220,3 +220,15 @@ def test_softplus_equals_torchs_in_value_and_gradient(dtype):
     assert torch.allclose(x.grad, torch.sigmoid(x.detach()), rtol=0, atol=0)
     xd = torch.randn(50, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(Softplus(), (xd,))
+
+
+def test_softplus_in_float16_and_bfloat16_stays_finite_and_close():
+    """Where e^80 overflows (float16) aten's kernel is used; bfloat16 takes the fast path."""
+    from diffrepro.nets.activations import Softplus
+
+    x = torch.linspace(-60.0, 60.0, 2001)
+    for dtype, tol in ((torch.float16, 1e-2), (torch.bfloat16, 1e-2)):
+        ours = Softplus()(x.to(dtype)).float()
+        assert bool(torch.isfinite(ours).all()), dtype
+        ref = torch.nn.functional.softplus(x)
+        assert float(((ours - ref).abs() / ref.clamp(min=1.0)).max()) <= tol, dtype
