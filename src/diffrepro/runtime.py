@@ -97,8 +97,9 @@ def keep_freed_memory() -> bool:
     first, raised as such blocks are freed) with fresh pages and trims the heap's free top above
     twice that threshold, so a step can page-fault its activations and gradients anew. With the
     threshold at glibc's maximum (32 MiB) and trimming from 1 GiB (one thread of an AMD EPYC,
-    docs/benchmarks.md, issue 21): the dead-leaves net alone, stepped in a loop of its own, faults
-    2-700 times in 10 steps instead of 44,000-71,000 (a step 40 against 47-49 ms); in the
+    docs/benchmarks.md, issue 21): the dead-leaves net's forward+backward, in a loop of its own,
+    faults 2-700 times in 10 passes instead of 44,000-71,000, and its training step takes 39-40 ms
+    instead of 47-49; in the
     pipeline's jobs, where earlier frees have already raised the threshold, train@deadleaves-sd
     faults 130,000 times instead of 600,000 (65.3 against 69.4 s) and sample@deadleaves-sd 92,000
     instead of 0.5-2.0 million (14.6-15.1 against 15.2-18.7 s); nll is unchanged. The resident

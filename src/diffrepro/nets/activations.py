@@ -12,7 +12,7 @@ class _SoftplusFn(torch.autograd.Function):
 
     aten's softplus (like its log1p) is slow on the CPU: 3.8 ms for the 64 x 24 x 16 x 16
     activations of the dead-leaves net on one thread of an AMD EPYC, against 0.8 ms here, where it
-    took a fifth of the network's forward+backward (docs/benchmarks.md, issue 21). e^x is taken at
+    took over a quarter of the network's forward+backward (docs/benchmarks.md, issue 21). e^x is taken at
     min(x, 80) (finite in float32) and the result raised to x, since log(1 + e^x) >= x: exact at
     ±inf, within two units in the last place of max(softplus(x), 1) elsewhere (log(1 + y) in place
     of log1p(y)); the gradient is sigmoid(x) (tests/test_nets.py)."""
@@ -34,7 +34,7 @@ _FAST_SOFTPLUS_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 
 class Softplus(nn.Module):
-    """nn.Softplus (β = 1), through `_SoftplusFn` on the CPU (3x faster there); aten's one kernel
+    """nn.Softplus (β = 1), through `_SoftplusFn` on the CPU (4.5x faster there); aten's one kernel
     elsewhere, and for other dtypes."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
