@@ -9,7 +9,6 @@ Usage: python benchmarks/sd_nets.py [--params params.yaml] [--repeats 7] [--inne
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import time
@@ -18,11 +17,10 @@ import torch
 from torch import nn
 
 from diffrepro.build import build
-from diffrepro.config import load_params
 from diffrepro.nets.activations import Softplus
 from diffrepro.nets.sd_nets import SDMultiScaleConv
-from diffrepro.runtime import configure_threads, pick_device, uses_channels_last
-from step_overhead import data_shape  # benchmarks/ is this script's folder
+from diffrepro.runtime import uses_channels_last
+from step_overhead import data_shape, setup  # benchmarks/ is this script's folder
 
 
 def with_aten_softplus(model: nn.Module) -> nn.Module:
@@ -72,16 +70,7 @@ def bench(run, shape, device, repeats: int, inner: int) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--inner", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    configure_threads(args.threads)
-    device = pick_device("auto")
-    params = load_params(args.params)
-    print(f"device {device.type}, {args.threads} thread(s), median of {args.repeats} x {args.inner}")
+    args, params, device = setup(__doc__)
     print("| run (batch) | pass | nn.Softplus ms | ours ms | ratio |\n|---|---|---:|---:|---:|")
     for name, run in params.runs.items():
         shape = data_shape(run.dataset)

@@ -86,8 +86,10 @@ def bench_run(run, device, repeats: int, inner: int, shape) -> dict:
             "train_images_per_s": b / step}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def setup(doc: str):
+    """The command line both network benchmarks share (--params, --repeats, --inner, --threads):
+    (args, params, device), threads configured and the set-up printed."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--inner", type=int, default=5)
@@ -97,6 +99,11 @@ def main():
     params = load_params(args.params)
     device = pick_device(params.device)
     print(f"device {device}, {args.threads} thread(s), median of {args.repeats} x {args.inner}")
+    return args, params, device
+
+
+def main():
+    args, params, device = setup(__doc__)
     for name, run in params.runs.items():
         shape = data_shape(run.dataset)
         if shape is None:
