@@ -1,6 +1,6 @@
 """Benchmark: SD-2015's image networks with aten's softplus against ours (nets/activations.py).
 
-For each SD-2015 image run of params.yaml (SDMultiScaleConv: digits-sd, deadleaves-sd), the run's
+For each SD-2015 image run of params.yaml (arch sd_multiscale: digits-sd, deadleaves-sd), the run's
 network at its training batch, laid out as training lays it out on this device
 (runtime.uses_channels_last), once with nn.Softplus and once with the registry's Softplus: medians
 of the forward and of forward+backward, the two timed in turn within every repeat, and their ratio.
@@ -18,7 +18,6 @@ from torch import nn
 
 from diffrepro.build import build
 from diffrepro.nets.activations import Softplus
-from diffrepro.nets.sd_nets import SDMultiScaleConv
 from diffrepro.runtime import uses_channels_last
 from step_overhead import data_shape, setup  # benchmarks/ is this script's folder
 
@@ -74,10 +73,7 @@ def main():
     print("| run (batch) | pass | nn.Softplus ms | ours ms | ratio |\n|---|---|---:|---:|---:|")
     for name, run in params.runs.items():
         shape = data_shape(run.dataset)
-        if shape is None or len(shape) != 3:
-            continue
-        probe, _ = build(run, shape)
-        if not isinstance(probe, SDMultiScaleConv):
+        if run.model.arch != "sd_multiscale" or shape is None:
             continue
         res = bench(run, shape, device, args.repeats, args.inner)
         for kind in ("forward", "forward+backward"):
