@@ -25,6 +25,9 @@ both sides of a ratio alike):
               where our sampler runs under bf16, the same loop under the same autocast:
               sample_vs_diffusers_same_precision. Ratios = our images/s / theirs.
   adam        the optimiser step alone, reported beside train_overhead (train_overhead_without_adam).
+  ddim        with --ddim-steps K: one DDIM chain of K steps (η = 0, the run's clip_denoised) from pure
+              noise as the sample stage draws it, at the stage's batch (sample.batch_size, or
+              --ddim-batch), after one 2-step warm chain: ddim_images_per_s.
 The trainer's own choices apply on every device (train.precision auto: bf16 autocast for DDPM on CUDA,
 fp32 on the CPU; channels_last for image networks as runtime.uses_channels_last says; fused Adam),
 the bound's network is laid out as TrainedRun.open lays it out (fp32, NHWC for images) and the
@@ -35,7 +38,8 @@ layout, its example-script side as it runs by default (NCHW; fp32 on the CPU, ou
 train_step_host_syncs counts the host-device syncs in RECORD_EVERY - 1 training steps (expected: 0).
 Usage: python benchmarks/speed.py [--preset digits-cpu|ddpm-cifar10] [--device auto] [--threads 2]
          [--batch B] [--sample-steps 20] [--repeats 7] [--warmup 1] [--precision auto|fp32|bf16]
-         [--compile] [--no-channels-last] [--no-bound] [--no-diffusers] [--quick] [--json]
+         [--compile] [--no-channels-last] [--no-bound] [--no-diffusers] [--ddim-steps 50 [--ddim-batch N]]
+         [--quick] [--json]
 """
 from __future__ import annotations
 
@@ -96,11 +100,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-channels-last", action="store_true", help="train image networks in NCHW")
     ap.add_argument("--no-bound", action="store_true")
     ap.add_argument("--no-diffusers", action="store_true")
+    ap.add_argument("--ddim-steps", type=int, default=0,
+                    help="also time one DDIM chain of this many steps at the sample stage's batch (0: not)")
+    ap.add_argument("--ddim-batch", type=int, help="that chain's batch (default: the run's sample.batch_size)")
     ap.add_argument("--quick", action="store_true", help="batch 8, 2 repeats, 1 warm-up, 3 sample steps (tests)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     if args.quick:
         args.batch, args.repeats, args.warmup, args.sample_steps, args.bound_repeats = (args.batch or 8), 2, 1, 3, 1
+        args.ddim_batch = args.ddim_batch or 8
+    if args.ddim_steps < 0 or (args.ddim_batch is not None and args.ddim_batch < 1):
+        ap.error("--ddim-steps must be >= 0 and --ddim-batch >= 1")
     return args
 
 
@@ -260,8 +270,15 @@ def build_ours(args, run, shape, device) -> Side:
     def bound_round():
         evaluate_bound(process, bound_net, x_eval, batch_size=batch, seed=0, device=device)
 
+    ddim_batch = args.ddim_batch or run.sample.batch_size
+
+    def ddim_chain(steps):  # the sample stage's draw with sampler: ddim, at its batch, from pure noise
+        sample(process, net, (ddim_batch, *shape), generator=gen, device=device, progress=False,
+               clip_denoised=run.sample.clip_denoised, sampler="ddim", steps=steps, eta=0.0)
+
     side.train, side.fwd_bwd, side.adam = train_round, fwd_bwd_round, adam_round
-    side.sample, side.fwd, side.bound = sample_round, fwd_round, bound_round
+    side.sample, side.fwd, side.bound, side.ddim, side.ddim_batch = (sample_round, fwd_round, bound_round, ddim_chain,
+                                                                     ddim_batch)
     return side
 
 
@@ -450,6 +467,11 @@ def run_benchmark(args) -> dict:
     if not args.no_bound:
         out["bound_images_per_s"] = batch / paired_medians({"bound": ours.bound}, {"bound": 1}, args.bound_repeats,
                                                            0, device)["bound"]
+    out.update(ddim_steps=args.ddim_steps or None, ddim_batch=None, ddim_images_per_s=None)
+    if args.ddim_steps:  # one warm chain of 2 steps (cudnn picks its kernels for this batch), then one timed
+        ours.ddim(2)
+        chain = paired_medians({"ddim": lambda: ours.ddim(args.ddim_steps)}, {"ddim": 1}, 1, 0, device)["ddim"]
+        out.update(ddim_batch=ours.ddim_batch, ddim_images_per_s=ours.ddim_batch / chain)
     for key in ("diffusers_version", "params_diffusers", "diffusers_train_images_per_s",
                 "diffusers_same_step_train_images_per_s", "diffusers_sample_images_per_s", "train_vs_diffusers",
                 "train_vs_diffusers_same_step", "sample_vs_diffusers", "sample_vs_diffusers_same_precision"):
@@ -491,10 +513,12 @@ def table(r: dict) -> str:
          f(r.get("diffusers_same_precision_sample_images_per_s"), "{:.2f}"),
          f(r.get("sample_vs_diffusers_same_precision"), "{:.2f}")),
         ("bound images/s (all T terms)", f(r.get("bound_images_per_s"), "{:.2f}"), "", ""),
+        (f"DDIM images/s ({r['ddim_steps']} steps, batch {r['ddim_batch']})", f(r.get("ddim_images_per_s"), "{:.1f}"),
+         "", "") if r.get("ddim_steps") else None,
         ("parameters", f"{r['params_ours']:,}", f(r["params_diffusers"], "{:,}"), ""),
     ]
     lines = ["| | diffrepro | diffusers | ratio |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in filter(None, rows)]
     t, s = r["targets"]["train_overhead"], r["targets"]["sample_overhead"]
     tr, sr = r["train_overhead_range"], r["sample_overhead_range"]
     lines += ["", f"train_overhead {r['train_overhead']:.3f} (step {r['train_step_ms']:.2f} ms / net fwd+bwd "
