@@ -2,7 +2,8 @@
 
 Each configuration is one benchmarks/speed.py run of the ddpm-cifar10 preset with its own time limit;
 the limits add up to at most TOTAL_LIMIT_S, so the whole check stays under 5 minutes.
-Usage: python benchmarks/gpu_check.py configs          one line per configuration: name|limit|flags
+Usage: python benchmarks/gpu_check.py preflight        exit 1, in one line, where the check cannot run here
+       python benchmarks/gpu_check.py configs          one line per configuration: name|limit|flags
        python benchmarks/gpu_check.py table DIR         the markdown table of DIR/<name>.json
 """
 from __future__ import annotations
@@ -92,14 +93,43 @@ def read_results(folder: Path) -> dict:
     return results
 
 
+def preflight() -> int:
+    """0 where the check can run: speed.py imports and reads the preset's params (jsonschema checks them),
+    and torch sees a CUDA device; else 1 after one line saying what is missing. diffusers missing is a
+    warning: our figures come without its ratios. A lent GPU machine has its own Python and torch and
+    lacks some packages: benchmarks/gpu_wheels.sh fetches them."""
+    import importlib.util
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        import speed
+
+        speed.bench_run(speed.parse_args(["--preset", "ddpm-cifar10"]))
+    except Exception as e:  # noqa: BLE001 (an ImportError above all: one line, not a traceback)
+        print(f"gpu_check: speed.py cannot start with {sys.executable}: {type(e).__name__}: {e}; the packages "
+              "a lent GPU machine lacks: bash benchmarks/gpu_wheels.sh", file=sys.stderr)
+        return 1
+    if importlib.util.find_spec("diffusers") is None:
+        print(f"gpu_check: diffusers is not importable with {sys.executable}: no diffusers ratios "
+              "(bash benchmarks/gpu_wheels.sh)", file=sys.stderr)
+    if not speed.torch.cuda.is_available():
+        print(f"gpu_check: no CUDA device is visible to torch {speed.torch.__version__}; this check needs one GPU. "
+              "For the CPU figures run: python benchmarks/speed.py", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list) -> int:
+    if argv == ["preflight"]:
+        return preflight()
     if argv[:1] == ["configs"] and len(argv) == 1:
         print("\n".join(f"{name}|{limit}|{COMMON} {flags}" for name, limit, flags in CONFIGS))
         return 0
     if argv[:1] == ["table"] and len(argv) == 2:
         print(table(read_results(Path(argv[1]))))
         return 0
-    print(f"gpu_check.py: expected `configs` or `table DIR`, got {' '.join(argv) or 'nothing'}", file=sys.stderr)
+    print(f"gpu_check.py: expected `preflight`, `configs` or `table DIR`, got {' '.join(argv) or 'nothing'}",
+          file=sys.stderr)
     return 2
 
 

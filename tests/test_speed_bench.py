@@ -143,3 +143,22 @@ def test_gpu_check_without_cuda_stops_in_one_line():
                           env={**os.environ, "PYTHON": sys.executable}, timeout=120)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "no CUDA device is visible" in proc.stderr
+
+
+def test_gpu_check_names_a_missing_package_before_any_gpu_time(tmp_path):
+    """A lent GPU machine's own Python lacks jsonschema (the params check) unless its wheel is carried:
+    the preflight says so in one line, before looking for CUDA."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'jsonschema':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, Block())\n")
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "speed.py cannot start" in proc.stderr and "'jsonschema'" in proc.stderr
+    assert "benchmarks/gpu_wheels.sh" in proc.stderr
